@@ -1,0 +1,65 @@
+-- Flag parsing: vLLM's spellings, typed values, and an error that suggests the right flag.
+local args = require "lunar.args"
+
+describe("lunar.args.parse", function()
+  local flags = args.join(args.engine_flags, { { name = "--json", type = "bool", default = false } })
+
+  it("reads --flag value and --flag=value with their types", function()
+    local o, pos = args.parse(flags, { "MODEL", "--max-model-len", "4096", "--gpu-memory-utilization=0.5", "--json" })
+    assert.are.equal(4096, o.max_model_len)
+    assert.are.equal(0.5, o.gpu_memory_utilization)
+    assert.is_true(o.json)
+    assert.are.same({ "MODEL" }, pos)
+  end)
+
+  it("keeps defaults for flags not given", function()
+    local o = args.parse(flags, {})
+    assert.are.equal(16, o.block_size)
+    assert.are.equal("auto", o.dtype)
+    assert.is_true(o.enable_prefix_caching)
+  end)
+
+  it("turns a boolean off with --no-", function()
+    local o = args.parse(flags, { "--no-enable-prefix-caching" })
+    assert.is_false(o.enable_prefix_caching)
+  end)
+
+  it("rejects an unknown flag and suggests the closest", function()
+    local o, err = args.parse(flags, { "--max-modle-len", "10" })
+    assert.is_nil(o)
+    assert.matches("unknown flag %-%-max%-modle%-len %(did you mean %-%-max%-model%-len%?%)", err)
+  end)
+
+  it("rejects a wrong type naming the flag", function()
+    local o, err = args.parse(flags, { "--max-model-len", "many" })
+    assert.is_nil(o)
+    assert.matches("%-%-max%-model%-len expects an integer", err)
+    o, err = args.parse(flags, { "--dtype", "int4" })
+    assert.is_nil(o)
+    assert.matches("must be one of auto", err)
+  end)
+
+  it("parses sizes with units", function()
+    local o = args.parse(flags, { "--kv-cache-memory-bytes", "2G" })
+    assert.are.equal(2 * 1024 ^ 3, o.kv_cache_memory_bytes)
+  end)
+
+  it("takes several served model names after one flag, like vLLM", function()
+    local o = args.parse(flags, { "--served-model-name", "a", "b", "--seed", "3" })
+    assert.are.same({ "a", "b" }, o.served_model_name)
+    assert.are.equal(3, o.seed)
+  end)
+
+  it("accepts --trust-remote-code with a note explaining it is unnecessary", function()
+    local o = args.parse(flags, { "--trust-remote-code" })
+    assert.is_true(o.trust_remote_code)
+    assert.are.equal(1, #o._notes)
+    assert.matches("not needed", o._notes[1])
+  end)
+
+  it("needs a value after a valued flag", function()
+    local o, err = args.parse(flags, { "--seed" })
+    assert.is_nil(o)
+    assert.matches("needs a value", err)
+  end)
+end)
