@@ -380,3 +380,61 @@ int arch_bind(lunar_model_t *m)
     free(b.used);
     return rc;
 }
+
+/* ---- parameter counts and tensor-parallel shards ---------------------------------------- */
+
+/* How tensor parallelism splits a tensor follows from what its dimensions are (as in vLLM's
+ * column/row-parallel linears): rows of q/gate/up/vocab and columns of o/down are split
+ * tp ways; k/v rows hold max(1, kv_heads/tp) heads (replicated when tp > kv_heads); norms,
+ * the o_proj bias and the MoE router are whole on every GPU. */
+static int64_t shard_dim(const lunar_model_config_t *c, int d, int tp, bool *split)
+{
+    int64_t kvpg = c->num_kv_heads >= tp ? c->num_kv_heads / tp : 1;
+    *split = true;
+    switch (d) {
+    case D_VOCAB: return c->vocab_size / tp;
+    case D_Q: return (int64_t)c->num_heads / tp * c->head_dim;
+    case D_KV: return kvpg * c->head_dim;
+    case D_QKV: return ((int64_t)c->num_heads / tp + 2 * kvpg) * c->head_dim;
+    case D_INTER: return c->intermediate_size / tp;
+    case D_MOE_INTER: return c->moe_intermediate_size / tp;
+    default: *split = false; return dim(c, d);
+    }
+}
+
+static int group_of(const row_t *r)
+{
+    if (r->where & W_EXPERT) return LUNAR_PARAM_EXPERTS;
+    if (r->where & W_MOE) return LUNAR_PARAM_ROUTER;
+    if (r->where & W_DENSE) return LUNAR_PARAM_MLP;
+    if (r->field == F_GLOBAL_EMBED) return LUNAR_PARAM_EMBED;
+    if (r->field == F_GLOBAL_LM_HEAD) return LUNAR_PARAM_LM_HEAD;
+    if (r->d1 == D_NONE && strstr(r->fmt, "norm")) return LUNAR_PARAM_NORM;
+    return LUNAR_PARAM_ATTENTION;
+}
+
+typedef struct { arch_param_fn fn; void *ctx; } shardctx_t;
+
+static int shard_row(void *ctx, const row_t *r, const arch_tensor_t *t, int layer, int expert)
+{
+    shardctx_t *s = ctx;
+    (void)expert;
+    return s->fn(s->ctx, r, t, layer, group_of(r));
+}
+
+int arch_params(const lunar_model_config_t *c, arch_param_fn fn, void *ctx)
+{
+    shardctx_t s = { fn, ctx };
+    return walk(c, shard_row, &s);
+}
+
+int64_t arch_shard_numel(const lunar_model_config_t *c, const void *row, int tp)
+{
+    const row_t *r = row;
+    bool s0, s1;
+    int64_t a = shard_dim(c, r->d0, tp, &s0);
+    if (r->d1 == D_NONE) return a;
+    int64_t b = shard_dim(c, r->d1, tp, &s1);
+    /* a matrix is split along one dimension only: rows when the first is split, else columns */
+    return s0 ? a * dim(c, r->d1) : dim(c, r->d0) * b;
+}

@@ -67,6 +67,18 @@ int pt_load(lunar_model_t *m, int fi);
 typedef int (*pt_tensor_fn)(void *ctx, const char *name, lunar_dtype_t dt, int ndim,
                             const int64_t *shape, const void *data, size_t nbytes);
 int pt_parse(const uint8_t *buf, size_t len, const char *what, pt_tensor_fn fn, void *ctx);
+int pt_run_pickle_for_test(const uint8_t *buf, size_t len, const char *what);
+
+/* zip.c: the stored (uncompressed) entries of a zip archive, pointing into `buf`. */
+typedef struct zip_entry {
+    const char *name;   /* not NUL-terminated */
+    size_t name_len;
+    const uint8_t *data;
+    uint64_t size;
+} zip_entry_t;
+int zip_open(const uint8_t *buf, size_t len, const char *what, zip_entry_t **entries, int *count);
+/* The entry named prefix + name, or NULL. */
+const zip_entry_t *zip_find(const zip_entry_t *e, int n, const char *prefix, size_t plen, const char *name);
 
 /* dtype.c */
 int dtype_from_st(const char *s, lunar_dtype_t *out);      /* "BF16" */
@@ -90,6 +102,12 @@ int arch_expected(const lunar_model_config_t *c, int (*fn)(void *ctx, const arch
 /* Fills m->w from m->tensors, checking every shape. */
 int arch_bind(lunar_model_t *m);
 bool arch_layer_is_moe(const lunar_model_config_t *c, int layer);
+/* Every expected tensor with its row of the table (opaque here), its layer (-1 = global)
+ * and its LUNAR_PARAM_* group; arch_shard_numel() says how many of its elements one GPU
+ * holds under tensor parallelism `tp` (validated by lunar_parallel_check first). */
+typedef int (*arch_param_fn)(void *ctx, const void *row, const arch_tensor_t *t, int layer, int group);
+int arch_params(const lunar_model_config_t *c, arch_param_fn fn, void *ctx);
+int64_t arch_shard_numel(const lunar_model_config_t *c, const void *row, int tp);
 
 /* dummy.c: the expected tensors with deterministic random data (or none when !fill). */
 int dummy_load(lunar_model_t *m, uint64_t seed, bool fill);

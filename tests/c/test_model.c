@@ -519,6 +519,220 @@ static void test_mutated_safetensors_headers_never_crash(void)
     printf("fuzz: %d mutated safetensors accepted, %d rejected\n", accepted, rejected);
 }
 
+
+/* ---- pytorch_model.bin ----------------------------------------------------------------- */
+
+static unsigned char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *b = malloc((size_t)n + 1);
+    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) { free(b); b = NULL; }
+    fclose(f);
+    *len = (size_t)n;
+    return b;
+}
+
+static const char *fixtures(void)
+{
+    static char p[512];
+    const char *src = getenv("LUNAR_SRC");
+    snprintf(p, sizeof p, "%s/tests/fixtures/model", src ? src : ".");
+    return p;
+}
+
+/* A reference file's tensors, through the safetensors parser, by name. */
+typedef struct { const unsigned char *base; const char *name; const void *data; size_t nbytes; lunar_dtype_t dt; } ref_t;
+static int ref_find(void *ctx, const char *name, lunar_dtype_t dt, int ndim, const int64_t *shape, size_t b, size_t e)
+{
+    ref_t *r = ctx;
+    (void)ndim; (void)shape;
+    if (strcmp(name, r->name) == 0) { r->data = r->base + b; r->nbytes = e - b; r->dt = dt; }
+    return 0;
+}
+
+/* Every tensor of model `dir` (pytorch_model*.bin) equals the same-named tensor that
+ * safetensors' own writer stored in `ref` from the same torch state dict. */
+static void check_same_as_safetensors(const char *dir, const char *ref, int want_tensors)
+{
+    lunar_model_t *m;
+    lunar_load_options_t o = { .config_only = 1 };   /* bytes as stored: no --dtype conversion */
+    int rc = lunar_model_load(dir, &o, &m);
+    CHECK_MSG(rc == 0, "%s: %s", dir, lunar_errmsg());
+    if (rc) return;
+    CHECK_STR(lunar_model_format(m), "pt");
+    CHECK_EQ_INT(lunar_model_tensor_count(m), want_tensors);
+    size_t len;
+    unsigned char *buf = slurp(ref, &len);
+    CHECK(buf != NULL);
+    int same = 0;
+    for (int i = 0; buf && i < lunar_model_tensor_count(m); i++) {
+        const lunar_tensor_t *t = lunar_model_tensor(m, i);
+        ref_t r = { buf, t->name, NULL, 0, 0 };
+        CHECK_EQ_INT(st_parse(buf, len, ref, ref_find, &r), 0);
+        CHECK_MSG(r.data && r.nbytes == t->nbytes && r.dt == t->dtype && memcmp(r.data, t->data, t->nbytes) == 0,
+                  "%s: tensor %s differs from %s", dir, t->name, ref);
+        same += r.data && r.nbytes == t->nbytes && memcmp(r.data, t->data, t->nbytes) == 0;
+    }
+    CHECK_EQ_INT(same, want_tensors);
+    free(buf);
+    lunar_model_free(m);
+}
+
+static void test_pytorch_bin_matches_safetensors(void)
+{
+    char dir[600], ref[600];
+    snprintf(dir, sizeof dir, "%s/baichuan-tiny-pt", fixtures());
+    snprintf(ref, sizeof ref, "%s/baichuan-tiny.safetensors", fixtures());
+    check_same_as_safetensors(dir, ref, 2 * 8 + 3);
+    snprintf(dir, sizeof dir, "%s/llama-sharded-pt", fixtures());
+    snprintf(ref, sizeof ref, "%s/llama-sharded.safetensors", fixtures());
+    check_same_as_safetensors(dir, ref, 2 * 9 + 3);
+
+    /* stories260K saved by torch.save (lm_head sharing embed's storage) == the shared safetensors */
+    const char *shared = getenv("LUNAR_SHARED");
+    snprintf(dir, sizeof dir, "%s/stories260K-pt", fixtures());
+    snprintf(ref, sizeof ref, "%s/models/stories260K/model.safetensors", shared ? shared : "../shared");
+    check_same_as_safetensors(dir, ref, 48);
+
+    /* Baichuan W_pack through the pickle path: q/k/v views of the fused rows */
+    lunar_model_t *m;
+    snprintf(dir, sizeof dir, "%s/baichuan-tiny-pt", fixtures());
+    if (lunar_model_load(dir, NULL, &m) == 0) {
+        const lunar_layer_weights_t *L = &lunar_model_weights(m)->layers[0];
+        CHECK_EQ_INT(L->wk->shape[0], 16);
+        CHECK((char *)L->wv->data == (char *)L->wq->data + 2 * 16 * 16 * 2);
+        CHECK_EQ_INT(lunar_model_dtype(m), LUNAR_DTYPE_F16);
+        lunar_model_free(m);
+    }
+}
+
+typedef struct { int n; const char *names[8]; const void *data[8]; size_t nbytes[8]; int ndim[8]; lunar_dtype_t dt[8]; } seen_t;
+static int pt_seen(void *ctx, const char *name, lunar_dtype_t dt, int ndim, const int64_t *shape, const void *data, size_t nbytes)
+{
+    seen_t *s = ctx;
+    (void)shape;
+    if (s->n < 8) {
+        s->names[s->n] = strdup(name);
+        s->data[s->n] = data;
+        s->nbytes[s->n] = nbytes;
+        s->ndim[s->n] = ndim;
+        s->dt[s->n] = dt;
+    }
+    s->n++;
+    return 0;
+}
+
+static void test_pickle_views_dtypes_and_refusals(void)
+{
+    char p[600];
+    size_t len;
+    snprintf(p, sizeof p, "%s/views.bin", fixtures());
+    unsigned char *buf = slurp(p, &len);
+    CHECK(buf != NULL);
+    if (!buf) return;
+    seen_t s = { 0 };
+    CHECK_EQ_INT(pt_parse(buf, len, "views.bin", pt_seen, &s), 0);
+    CHECK_EQ_INT(s.n, 6);
+    if (s.n == 6) {
+        /* {"slice": base[2:6], "whole": base, "scalar": 3.5, "ids": arange(4), "mask": [T,F,T], "half": f16 base[1:3]} */
+        CHECK_STR(s.names[0], "slice");
+        CHECK((const char *)s.data[0] == (const char *)s.data[1] + 8);   /* same storage, offset 2 floats */
+        CHECK(((const float *)s.data[0])[0] == 2.0f && ((const float *)s.data[0])[3] == 5.0f);
+        CHECK_EQ_INT(s.nbytes[0], 16);
+        CHECK_EQ_INT(s.ndim[2], 0);
+        CHECK(*(const float *)s.data[2] == 3.5f);
+        CHECK_EQ_INT(s.dt[3], LUNAR_DTYPE_I64);
+        CHECK_EQ_INT(((const int64_t *)s.data[3])[3], 3);
+        CHECK_EQ_INT(s.dt[4], LUNAR_DTYPE_BOOL);
+        CHECK_EQ_INT(((const unsigned char *)s.data[4])[2], 1);
+        CHECK_EQ_INT(s.dt[5], LUNAR_DTYPE_F16);
+        CHECK_EQ_INT(((const uint16_t *)s.data[5])[0], 0x3c00);   /* 1.0 */
+    }
+    for (int i = 0; i < s.n && i < 8; i++) free((void *)s.names[i]);
+
+    /* a compressed entry (method 8 written into the central directory) is refused by name */
+    for (size_t i = len - 22; i-- > 0;)
+        if (buf[i] == 'P' && buf[i + 1] == 'K' && buf[i + 2] == 1 && buf[i + 3] == 2) { buf[i + 10] = 8; break; }
+    CHECK_EQ_INT(pt_parse(buf, len, "views.bin", NULL, NULL), LUNAR_EUNSUPPORTED);
+    CHECK_CONTAINS(lunar_errmsg(), "is compressed");
+    free(buf);
+
+    snprintf(p, sizeof p, "%s/noncontig.bin", fixtures());
+    buf = slurp(p, &len);
+    CHECK(buf && pt_parse(buf, len, "noncontig.bin", NULL, NULL) == LUNAR_EUNSUPPORTED);
+    CHECK_CONTAINS(lunar_errmsg(), "not contiguous");
+    free(buf);
+    snprintf(p, sizeof p, "%s/legacy.bin", fixtures());
+    buf = slurp(p, &len);
+    CHECK(buf && pt_parse(buf, len, "legacy.bin", NULL, NULL) == LUNAR_EUNSUPPORTED);
+    CHECK_CONTAINS(lunar_errmsg(), "legacy");
+    free(buf);
+
+    /* a pickle that would run code: GLOBAL os.system + REDUCE */
+    static const unsigned char evil[] = "\x80\x02" "cos\nsystem\n" "X\x02\x00\x00\x00id" "\x85R.";
+    CHECK_EQ_INT(pt_run_pickle_for_test(evil, sizeof evil - 1, "evil.pkl"), LUNAR_EUNSUPPORTED);
+    CHECK_CONTAINS(lunar_errmsg(), "os.system");
+}
+
+static int pt_count(void *ctx, const char *name, lunar_dtype_t dt, int ndim, const int64_t *shape, const void *data, size_t nbytes)
+{
+    (void)name; (void)dt; (void)ndim; (void)shape;
+    volatile unsigned char sink = 0;
+    /* touch the first and last byte: ASan/valgrind flag any range outside the buffer */
+    if (nbytes) sink ^= ((const unsigned char *)data)[0] ^ ((const unsigned char *)data)[nbytes - 1];
+    (void)sink;
+    (*(int *)ctx)++;
+    return 0;
+}
+
+static void test_mutated_pickles_never_crash(void)
+{
+    char p[600];
+    size_t len;
+    snprintf(p, sizeof p, "%s/views.bin", fixtures());
+    unsigned char *orig = slurp(p, &len);
+    CHECK(orig != NULL);
+    if (!orig) return;
+    /* where data.pkl's bytes are (the first entry) */
+    zip_entry_t *ents;
+    int nents;
+    CHECK_EQ_INT(zip_open(orig, len, "views.bin", &ents, &nents), 0);
+    size_t pkl = (size_t)(ents[0].data - orig), pkl_len = (size_t)ents[0].size;
+    free(ents);
+    static const unsigned char ops[] = { '(', 't', 'R', 'Q', 'h', 'q', 'u', 's', '.', 'N', ')', '}', 0x85, 0x86, 'b', 'e', 'a', 0x93, 0x94, 'X', 'K', 0x8a };
+    int rejected = 0, accepted = 0;
+    for (int iter = 0; iter < 400; iter++) {
+        unsigned char *buf = malloc(len);
+        memcpy(buf, orig, len);
+        size_t n = len;
+        int kind = iter % 4;
+        if (kind == 0) {
+            for (int k = 0; k < 1 + (int)(next() % 3); k++) buf[pkl + next() % pkl_len] = (unsigned char)next();
+        } else if (kind == 1) {
+            buf[pkl + next() % pkl_len] = ops[next() % sizeof ops];
+        } else if (kind == 2) {
+            buf[next() % len] ^= (unsigned char)(1u << (next() % 8));     /* anywhere: zip structure too */
+        } else {
+            n = next() % len;                                                /* truncated */
+        }
+        int count = 0;
+        int rc = pt_parse(buf, n, "mutated.bin", pt_count, &count);
+        if (rc == 0) accepted++;
+        else {
+            rejected++;
+            CHECK_MSG(strstr(lunar_errmsg(), "mutated.bin") && !strchr(lunar_errmsg(), '\n'), "%s", lunar_errmsg());
+        }
+        free(buf);
+    }
+    CHECK(rejected > 150);
+    printf("fuzz: %d mutated pickles accepted, %d rejected\n", accepted, rejected);
+    free(orig);
+}
+
 int main(void)
 {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/lunar-test-model-%d", (int)getpid());
@@ -532,6 +746,9 @@ int main(void)
     test_bad_folders_give_one_line_errors();
     test_dummy_weights_are_deterministic();
     test_mutated_safetensors_headers_never_crash();
+    test_pytorch_bin_matches_safetensors();
+    test_pickle_views_dtypes_and_refusals();
+    test_mutated_pickles_never_crash();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
