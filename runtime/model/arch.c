@@ -327,6 +327,36 @@ static bool ignorable(const char *name)
     return n >= sizeof suffix - 1 && strcmp(name + n - (sizeof suffix - 1), suffix) == 0;
 }
 
+/* Baichuan2's NormHead divides each lm_head row by its L2 norm at every forward; doing it
+ * once here (into an owned copy, as vLLM does at load) leaves a plain lm_head for backends. */
+static int normalize_head(lunar_model_t *m)
+{
+    lunar_tensor_t *t = m->w.lm_head;
+    if (!t->data || t == m->w.embed) return 0;
+    int64_t rows = t->shape[0], cols = t->shape[1];
+    size_t es = lunar_dtype_size(t->dtype);
+    void *out = malloc(t->nbytes);
+    float *row = malloc((size_t)cols * sizeof *row);
+    if (!out || !row || model_own(m, out)) {
+        free(out);
+        free(row);
+        return lunar_error(LUNAR_ENOMEM, "%s: out of memory", m->dir);
+    }
+    for (int64_t r = 0; r < rows; r++) {
+        dtype_convert(LUNAR_DTYPE_F32, row, t->dtype, (char *)t->data + (size_t)(r * cols) * es, (size_t)cols);
+        double ss = 0;
+        for (int64_t k = 0; k < cols; k++) ss += (double)row[k] * row[k];
+        double norm = sqrt(ss);
+        float inv = (float)(1.0 / (norm > 1e-12 ? norm : 1e-12));   /* F.normalize's eps */
+        for (int64_t k = 0; k < cols; k++) row[k] *= inv;
+        dtype_convert(t->dtype, (char *)out + (size_t)(r * cols) * es, LUNAR_DTYPE_F32, row, (size_t)cols);
+    }
+    free(row);
+    t->data = out;
+    lunar_log(LUNAR_LOG_INFO, "model", "Baichuan2: lm_head rows normalized (NormHead)");
+    return 0;
+}
+
 int arch_bind(lunar_model_t *m)
 {
     const lunar_model_config_t *c = &m->cfg;
@@ -364,6 +394,8 @@ int arch_bind(lunar_model_t *m)
     }
     if (!rc) rc = walk(c, bind_row, &b);
     if (!rc && !m->w.lm_head) m->w.lm_head = m->w.embed;   /* tied */
+    if (!rc && family_of(c) == FAM_BAICHUAN && strcmp(c->architecture, "BaichuanForCausalLM") == 0)
+        rc = normalize_head(m);
     if (!rc) {
         int unused = 0;
         const char *first = NULL;

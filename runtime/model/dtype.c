@@ -104,22 +104,22 @@ static uint16_t f32_to_f16(float f)
     return (uint16_t)(sign | ((r - 0x38000000u) >> 13));
 }
 
-static float load_f(lunar_dtype_t t, const void *src, size_t i)
-{
-    if (t == LUNAR_DTYPE_F32) { float f; memcpy(&f, (const char *)src + 4 * i, 4); return f; }
-    uint16_t h;
-    memcpy(&h, (const char *)src + 2 * i, 2);
-    return t == LUNAR_DTYPE_F16 ? f16_to_f32(h) : bf16_to_f32(h);
-}
-
 void dtype_convert(lunar_dtype_t to, void *dst, lunar_dtype_t from, const void *src, size_t n)
 {
     if (to == from) { memcpy(dst, src, n * lunar_dtype_size(to)); return; }
-    for (size_t i = 0; i < n; i++) {
-        float f = load_f(from, src, i);
-        if (to == LUNAR_DTYPE_F32) { memcpy((char *)dst + 4 * i, &f, 4); continue; }
-        uint16_t h = to == LUNAR_DTYPE_F16 ? f32_to_f16(f) : f32_to_bf16(f);
-        memcpy((char *)dst + 2 * i, &h, 2);
+    /* through f32, 256 elements at a time; the type switches stay outside the inner loops */
+    float tmp[256];
+    const uint16_t *s16 = src;
+    uint16_t *d16 = dst;
+    for (size_t k = 0; k < n; k += 256) {
+        size_t c = n - k < 256 ? n - k : 256;
+        const float *f = tmp;
+        if (from == LUNAR_DTYPE_F32) f = (const float *)src + k;
+        else if (from == LUNAR_DTYPE_F16) for (size_t i = 0; i < c; i++) tmp[i] = f16_to_f32(s16[k + i]);
+        else for (size_t i = 0; i < c; i++) tmp[i] = bf16_to_f32(s16[k + i]);
+        if (to == LUNAR_DTYPE_F32) memcpy((float *)dst + k, f, c * 4);
+        else if (to == LUNAR_DTYPE_F16) for (size_t i = 0; i < c; i++) d16[k + i] = f32_to_f16(f[i]);
+        else for (size_t i = 0; i < c; i++) d16[k + i] = f32_to_bf16(f[i]);
     }
 }
 

@@ -379,6 +379,27 @@ static void test_tied_embedding_and_wpack_views(void)
     }
 }
 
+static void test_baichuan2_head_is_normalized(void)
+{
+    spec_t s[64];
+    char p[700];
+    char *dir = mkmodel("baichuan2", TINY_CFG("BaichuanForCausalLM", "baichuan", ""));
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    write_st(p, s, tiny_specs(s, 2, true, true));
+    lunar_model_t *m;
+    lunar_load_options_t o = { .dtype = "float32" };
+    int rc = lunar_model_load(dir, &o, &m);
+    CHECK_MSG(rc == 0, "%s", lunar_errmsg());
+    if (rc) return;
+    const lunar_tensor_t *h = lunar_model_weights(m)->lm_head;
+    for (int r = 0; r < 10; r += 3) {
+        double ss = 0;
+        for (int k = 0; k < 8; k++) ss += (double)((float *)h->data)[r * 8 + k] * ((float *)h->data)[r * 8 + k];
+        CHECK_NEAR(ss, 1.0, 1e-5);
+    }
+    lunar_model_free(m);
+}
+
 static void test_bad_folders_give_one_line_errors(void)
 {
     spec_t s[64];
@@ -743,6 +764,7 @@ int main(void)
     test_dtype_conversion_rounds_like_torch();
     test_loads_shared_models();
     test_tied_embedding_and_wpack_views();
+    test_baichuan2_head_is_normalized();
     test_bad_folders_give_one_line_errors();
     test_dummy_weights_are_deterministic();
     test_mutated_safetensors_headers_never_crash();
