@@ -479,6 +479,70 @@ static void test_dummy_weights_are_deterministic(void)
     lunar_model_free(b);
 }
 
+/* Builds a safetensors buffer from a header string and `data` zero bytes. */
+static size_t st_buf(unsigned char *buf, const char *hdr, size_t data)
+{
+    size_t h = strlen(hdr);
+    for (int i = 0; i < 8; i++) buf[i] = (unsigned char)((uint64_t)h >> (8 * i));
+    memcpy(buf + 8, hdr, h);
+    memset(buf + 8 + h, 0, data);
+    return 8 + h + data;
+}
+
+static void test_hostile_safetensors_headers_are_named(void)
+{
+    static unsigned char buf[4096];
+    struct { const char *hdr; size_t data; const char *needle; } cases[] = {
+        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+          "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", 12, "tensor b: its bytes overlap those of tensor a" },
+        { "{\"w\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}", 8, "tensor w: data_offsets [0, 16] outside the 8 data bytes" },
+        { "{\"w\":{\"dtype\":\"Q4_K\",\"shape\":[4],\"data_offsets\":[0,16]}}", 16, "tensor w: unknown dtype \"Q4_K\"" },
+        { "{\"w\":{\"dtype\":\"F16\",\"shape\":[4],\"data_offsets\":[0,16]}}", 16, "tensor w: 16 bytes do not hold its shape of F16" },
+        { "{\"w\":{\"dtype\":\"F16\",\"shape\":[4294967296,4294967296,4294967296],\"data_offsets\":[0,16]}}", 16, "tensor w: 16 bytes do not hold" },
+        { "{\"w\":{\"dtype\":\"F16\",\"shape\":[-4],\"data_offsets\":[0,8]}}", 8, "tensor w: shape[0] is not a non-negative integer" },
+        { "{\"w\":[1,2]}", 0, "tensor w: entry is not an object" },
+        { "{\"w\":{\"dtype\":\"F16\",\"shape\":[4],\"data_offsets\":[8,0]}}", 8, "tensor w: data_offsets [8, 0]" },
+        { "[]", 0, "not a safetensors file" },
+        { "{\"w\":", 0, "not valid JSON" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t n = st_buf(buf, cases[i].hdr, cases[i].data);
+        CHECK_EQ_INT(st_parse(buf, n, "h.safetensors", NULL, NULL), LUNAR_EFORMAT);
+        CHECK_CONTAINS(lunar_errmsg(), cases[i].needle);
+        CHECK_CONTAINS(lunar_errmsg(), "h.safetensors: ");
+    }
+    /* a header length past the end of the file, and a file shorter than the length field */
+    size_t n = st_buf(buf, "{}", 0);
+    buf[0] = 200;
+    CHECK_EQ_INT(st_parse(buf, n, "h.safetensors", NULL, NULL), LUNAR_EFORMAT);
+    CHECK_CONTAINS(lunar_errmsg(), "header length 200 runs past the end of the file (10 bytes)");
+    CHECK_EQ_INT(st_parse(buf, 5, "h.safetensors", NULL, NULL), LUNAR_EFORMAT);
+    CHECK_CONTAINS(lunar_errmsg(), "too short");
+
+    /* the same through lunar_model_load: a truncated weight file is named */
+    spec_t s[64];
+    char p[700];
+    char *dir = mkmodel("truncated", TINY_CFG("LlamaForCausalLM", "llama", ",\"tie_word_embeddings\":true"));
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    write_st(p, s, tiny_specs(s, 2, false, false));
+    CHECK(truncate(p, 700) == 0);
+    lunar_model_t *m;
+    CHECK_EQ_INT(lunar_model_load(dir, NULL, &m), LUNAR_EFORMAT);
+    CHECK_CONTAINS(lunar_errmsg(), "truncated/model.safetensors: ");
+}
+
+static void test_transformers5_rope_parameters(void)
+{
+    lunar_model_config_t c;
+    const char *j = TINY_CFG("LlamaForCausalLM", "llama", ",\"rope_parameters\":{\"rope_theta\":500000.0,"
+                             "\"rope_type\":\"llama3\",\"factor\":8.0,\"low_freq_factor\":1.0,\"high_freq_factor\":4.0,"
+                             "\"original_max_position_embeddings\":8192},\"dtype\":\"float16\"");
+    CHECK_EQ_INT(lunar_config_parse(j, strlen(j), "v5", &c), 0);
+    CHECK_NEAR(c.rope.theta, 500000.0, 0);
+    CHECK_EQ_INT(c.rope.type, LUNAR_ROPE_LLAMA3);
+    CHECK_EQ_INT(c.rope.original_max_position, 8192);
+}
+
 /* ---- fuzz ----------------------------------------------------------------------------- */
 
 static int fuzz_seen(void *ctx, const char *name, lunar_dtype_t dt, int ndim, const int64_t *shape, size_t begin,
@@ -767,6 +831,8 @@ int main(void)
     test_baichuan2_head_is_normalized();
     test_bad_folders_give_one_line_errors();
     test_dummy_weights_are_deterministic();
+    test_hostile_safetensors_headers_are_named();
+    test_transformers5_rope_parameters();
     test_mutated_safetensors_headers_never_crash();
     test_pytorch_bin_matches_safetensors();
     test_pickle_views_dtypes_and_refusals();
