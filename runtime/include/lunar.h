@@ -75,4 +75,7 @@ int lunar_cuda_driver_version(void);
 #ifdef __cplusplus
 }
 #endif
+
+#include "lunar/model.h"
+
 #endif /* LUNAR_H */

@@ -131,7 +131,9 @@ typedef struct lunar_load_options {
     const char *dtype;        /* "auto" | "float16" | "bfloat16" | "float32" (NULL = auto) */
     const char *load_format;  /* "auto" | "safetensors" | "pt" | "dummy" (NULL = auto) */
     uint64_t seed;            /* dummy weights' seed */
-    int config_only;          /* parse config.json and list tensors; map no weight data */
+    int config_only;          /* parse config.json and list tensors; no dtype conversion and
+                               * no dummy data (tensor data NULL for dummy; files stay mapped
+                               * lazily, so no weight byte is read) */
 } lunar_load_options_t;
 
 /* Loads the folder `dir`. On success *out owns every tensor; free with lunar_model_free().
@@ -146,6 +148,12 @@ int lunar_model_tensor_count(const lunar_model_t *m);
 const lunar_tensor_t *lunar_model_tensor(const lunar_model_t *m, int i);
 /* The dtype weights are held in after --dtype is applied. */
 lunar_dtype_t lunar_model_dtype(const lunar_model_t *m);
+/* The weight files, in load order (none for dummy weights): path (owned by the model) and
+ * size in bytes, for `lunar inspect`. NULL past the end. */
+int lunar_model_file_count(const lunar_model_t *m);
+const char *lunar_model_file(const lunar_model_t *m, int i, uint64_t *size);
+/* "safetensors", "pt" or "dummy": where the weights came from. Static string. */
+const char *lunar_model_format(const lunar_model_t *m);
 
 /* Parses only config.json text (no folder needed): for tests and `lunar memory`. */
 int lunar_config_parse(const char *json, size_t len, const char *what, lunar_model_config_t *out);
