@@ -75,4 +75,8 @@ int lunar_cuda_driver_version(void);
 #ifdef __cplusplus
 }
 #endif
+
+/* ---- modules ---- */
+#include "lunar/engine.h"
+
 #endif /* LUNAR_H */
