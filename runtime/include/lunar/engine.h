@@ -244,7 +244,8 @@ typedef struct lunar_engine_stats {
     double kv_cache_usage;           /* vllm:kv_cache_usage_perc / gpu_cache_usage_perc, 0..1 */
     int num_blocks, num_free_blocks, num_cached_free_blocks;
     uint64_t num_preemptions_total;  /* vllm:num_preemptions_total */
-    uint64_t prompt_tokens_total;    /* vllm:prompt_tokens_total (computed, after cache hits) */
+    uint64_t prompt_tokens_total;    /* vllm:prompt_tokens_total (prompt length of each sequence
+                                      * at its first token, as vLLM V1 counts) */
     uint64_t generation_tokens_total;/* vllm:generation_tokens_total */
     uint64_t prefix_cache_queries;   /* vllm:prefix_cache_queries (prompt tokens looked up) */
     uint64_t prefix_cache_hits;      /* vllm:prefix_cache_hits (tokens found) */
