@@ -77,5 +77,7 @@ int lunar_cuda_driver_version(void);
 #endif
 
 #include "lunar/model.h"
+/* ---- modules ---- */
+#include "lunar/engine.h"
 
 #endif /* LUNAR_H */
