@@ -76,8 +76,8 @@ int lunar_cuda_driver_version(void);
 }
 #endif
 
-#include "lunar/model.h"
 /* ---- modules ---- */
+#include "lunar/model.h"
 #include "lunar/engine.h"
 
 #endif /* LUNAR_H */
