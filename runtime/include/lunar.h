@@ -76,6 +76,8 @@ int lunar_cuda_driver_version(void);
 }
 #endif
 
+/* ---- modules ---- */
 #include "lunar/model.h"
+#include "lunar/engine.h"
 
 #endif /* LUNAR_H */
