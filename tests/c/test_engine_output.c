@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "lunar.h"
@@ -437,6 +438,100 @@ static void test_threaded(void)
     lunar_fake_model_free(fm);
 }
 
+/* PRIORITY: lower values run first; FCFS: arrival order. One sequence at a time. */
+static void test_policy_order(void)
+{
+    for (int policy = 0; policy < 2; policy++) {
+        lunar_engine_config_t c;
+        lunar_engine_config_default(&c);
+        c.num_blocks = 16;
+        c.max_model_len = 64;
+        c.max_num_seqs = 1;
+        c.max_num_batched_tokens = 16;
+        c.policy = policy;
+        c.stats_interval_s = 0;
+        set_script("Q:abcdefgh");
+        lunar_forward_iface_t f = {NULL, V, script_forward};
+        lunar_engine_t *e;
+        CHECK_EQ_INT(lunar_engine_create(&c, &f, NULL, &e), 0);
+        lunar_sampling_params_t p;
+        lunar_sampling_params_default(&p);
+        p.max_tokens = 3;
+        int32_t prompt[] = {'Q', ':'};
+        int prio[3] = {2, 0, 1}, order[3], done = 0;
+        uint64_t ids[3];
+        for (int i = 0; i < 3; i++) {
+            lunar_request_t rq = {prompt, 2, &p, prio[i], NULL};
+            CHECK_EQ_INT(lunar_engine_submit(e, &rq, &ids[i]), 0);
+        }
+        while (lunar_engine_num_unfinished(e)) {
+            lunar_engine_step(e);
+            const lunar_event_t *ev;
+            int n = lunar_engine_poll(e, &ev);
+            for (int i = 0; i < n; i++)
+                if (ev[i].finish_reason && done < 3) order[done++] = (int)(ev[i].request_id - ids[0]);
+        }
+        CHECK_EQ_INT(done, 3);
+        CHECK_EQ_INT(order[0], policy ? 1 : 0);
+        CHECK_EQ_INT(order[1], policy ? 2 : 1);
+        CHECK_EQ_INT(order[2], policy ? 0 : 2);
+        lunar_engine_free(e);
+    }
+}
+
+/* The INFO line every stats_interval_s, with vLLM's wording. */
+static void test_stats_log(void)
+{
+    char path[] = "/tmp/lunar-stats-XXXXXX";
+    int fd = mkstemp(path);
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(fd, 2);
+    lunar_log_set_level(LUNAR_LOG_INFO);
+    lunar_engine_config_t c;
+    lunar_engine_config_default(&c);
+    c.num_blocks = 16;
+    c.max_model_len = 64;
+    c.stats_interval_s = 1e-9;
+    set_script("Q:abcdefgh");
+    lunar_forward_iface_t f = {NULL, V, script_forward};
+    lunar_engine_t *e;
+    CHECK_EQ_INT(lunar_engine_create(&c, &f, NULL, &e), 0);
+    lunar_sampling_params_t p;
+    lunar_sampling_params_default(&p);
+    p.max_tokens = 4;
+    int32_t prompt[] = {'Q', ':'};
+    lunar_request_t rq = {prompt, 2, &p, 0, NULL};
+    uint64_t id;
+    CHECK_EQ_INT(lunar_engine_submit(e, &rq, &id), 0);
+    while (lunar_engine_num_unfinished(e)) lunar_engine_step(e);
+    lunar_engine_stats_t st;
+    lunar_engine_get_stats(e, &st);
+    CHECK_EQ_INT(st.generation_tokens_total, 4);
+    CHECK_EQ_INT(st.prompt_tokens_total, 2);
+    CHECK_EQ_INT(st.request_success_length, 1);
+    CHECK_EQ_INT(st.ttft.count, 1);
+    CHECK_EQ_INT(st.tpot.count, 3);
+    CHECK_EQ_INT(st.e2e.count, 1);
+    CHECK_EQ_INT(st.kv_cache_usage == 0.0, 1);
+    lunar_engine_free(e);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    lunar_log_set_level(LUNAR_LOG_WARN);
+    char buf[4096] = {0};
+    lseek(fd, 0, SEEK_SET);
+    ssize_t got = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    unlink(path);
+    CHECK(got > 0);
+    CHECK_CONTAINS(buf, "INFO");
+    CHECK_CONTAINS(buf, "[engine] Avg prompt throughput: ");
+    CHECK_CONTAINS(buf, "tokens/s, Running: ");
+    CHECK_CONTAINS(buf, "KV cache usage: ");
+    CHECK_CONTAINS(buf, "Prefix cache hit rate: ");
+}
+
 int main(void)
 {
     lunar_log_set_level(LUNAR_LOG_WARN);
@@ -445,5 +540,7 @@ int main(void)
     test_logprobs();
     test_logits_hook();
     test_threaded();
+    test_policy_order();
+    test_stats_log();
     return CHECK_DONE();
 }
