@@ -27,6 +27,42 @@ int lunar_device_get_info(int index, lunar_device_info_t *out);
 int lunar_cuda_driver_version(void);
 ]]
 
+-- ---- tokenizer (lunar/tokenizer.h) ----
+ffi.cdef [[
+typedef struct lunar_tokenizer lunar_tokenizer_t;
+typedef struct lunar_detok lunar_detok_t;
+void lunar_free(void *p);
+enum {
+    LUNAR_TOK_ADD_SPECIAL = 1,
+    LUNAR_TOK_SPLIT_SPECIAL = 2,
+};
+int lunar_tokenizer_load(const char *dir, lunar_tokenizer_t **out);
+void lunar_tokenizer_free(lunar_tokenizer_t *tok);
+int lunar_tokenizer_encode(const lunar_tokenizer_t *tok, const char *text, size_t len, int flags,
+                           int32_t **ids, size_t *n);
+int lunar_tokenizer_encode_batch(const lunar_tokenizer_t *tok, size_t count, const char *const *texts,
+                                 const size_t *lens, int flags, int nthreads, int32_t **ids, size_t *n);
+int lunar_tokenizer_decode(const lunar_tokenizer_t *tok, const int32_t *ids, size_t n, int skip_special,
+                           char **text, size_t *len);
+size_t lunar_tokenizer_vocab_size(const lunar_tokenizer_t *tok);
+const char *lunar_tokenizer_id_to_token(const lunar_tokenizer_t *tok, int32_t id, size_t *len);
+int32_t lunar_tokenizer_token_to_id(const lunar_tokenizer_t *tok, const char *token, size_t len);
+int lunar_tokenizer_is_special(const lunar_tokenizer_t *tok, int32_t id);
+int32_t lunar_tokenizer_bos_id(const lunar_tokenizer_t *tok);
+int32_t lunar_tokenizer_eos_id(const lunar_tokenizer_t *tok);
+int32_t lunar_tokenizer_pad_id(const lunar_tokenizer_t *tok);
+int32_t lunar_tokenizer_unk_id(const lunar_tokenizer_t *tok);
+size_t lunar_tokenizer_eos_ids(const lunar_tokenizer_t *tok, const int32_t **ids);
+int lunar_tokenizer_add_bos(const lunar_tokenizer_t *tok);
+const char *lunar_tokenizer_chat_template(const lunar_tokenizer_t *tok, const char *name);
+const char *lunar_tokenizer_chat_template_name(const lunar_tokenizer_t *tok, size_t i);
+const char *lunar_tokenizer_describe(const lunar_tokenizer_t *tok);
+int lunar_detok_create(const lunar_tokenizer_t *tok, int skip_special, lunar_detok_t **out);
+int lunar_detok_push(lunar_detok_t *d, int32_t id, const char **text, size_t *len);
+int lunar_detok_flush(lunar_detok_t *d, const char **text, size_t *len);
+void lunar_detok_free(lunar_detok_t *d);
+]]
+
 local M = {}
 
 -- The library: the copy the host program loaded (LUNAR_HOST.lib), else $LUNAR_LIB (tests

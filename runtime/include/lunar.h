@@ -75,4 +75,6 @@ int lunar_cuda_driver_version(void);
 #ifdef __cplusplus
 }
 #endif
+#include "lunar/tokenizer.h"
+
 #endif /* LUNAR_H */
