@@ -192,6 +192,13 @@ function M.fake_model(vocab, num_blocks, block_size, eos, seed)
   return f, m
 end
 
+-- The detokenizer of a lunar.tokenizer object (keep the tokenizer alive with the engine).
+function M.tokenizer_detok(tok)
+  local d = ffi.new("lunar_detok_iface_t")
+  C.lunar_engine_detok_tokenizer(tok.handle, d)
+  return d
+end
+
 function M.fake_detok(bytes_mode)
   local d = ffi.new("lunar_detok_iface_t")
   C.lunar_fake_detok_iface(bytes_mode and 1 or 0, d)

@@ -52,6 +52,8 @@ typedef struct lunar_detok_iface {
     int (*decode)(void *ctx, const int32_t *ids, int n, int skip_special_tokens, char *out,
                   size_t cap);
 } lunar_detok_iface_t;
+struct lunar_tokenizer;
+void lunar_engine_detok_tokenizer(const struct lunar_tokenizer *tok, lunar_detok_iface_t *out);
 typedef int (*lunar_logits_hook_fn)(void *arg, uint64_t request_id, int seq_index,
                                     const int32_t *prompt_ids, int num_prompt,
                                     const int32_t *output_ids, int num_output, float *logits,
@@ -185,6 +187,42 @@ void lunar_fake_model_free(lunar_fake_model_t *m);
 void lunar_fake_model_iface(lunar_fake_model_t *m, lunar_forward_iface_t *out);
 uint64_t lunar_fake_model_tokens_computed(const lunar_fake_model_t *m);
 void lunar_fake_detok_iface(int bytes_mode, lunar_detok_iface_t *out);
+]]
+
+-- ---- tokenizer (lunar/tokenizer.h) ----
+ffi.cdef [[
+typedef struct lunar_tokenizer lunar_tokenizer_t;
+typedef struct lunar_detok lunar_detok_t;
+void lunar_free(void *p);
+enum {
+    LUNAR_TOK_ADD_SPECIAL = 1,
+    LUNAR_TOK_SPLIT_SPECIAL = 2,
+};
+int lunar_tokenizer_load(const char *dir, lunar_tokenizer_t **out);
+void lunar_tokenizer_free(lunar_tokenizer_t *tok);
+int lunar_tokenizer_encode(const lunar_tokenizer_t *tok, const char *text, size_t len, int flags,
+                           int32_t **ids, size_t *n);
+int lunar_tokenizer_encode_batch(const lunar_tokenizer_t *tok, size_t count, const char *const *texts,
+                                 const size_t *lens, int flags, int nthreads, int32_t **ids, size_t *n);
+int lunar_tokenizer_decode(const lunar_tokenizer_t *tok, const int32_t *ids, size_t n, int skip_special,
+                           char **text, size_t *len);
+size_t lunar_tokenizer_vocab_size(const lunar_tokenizer_t *tok);
+const char *lunar_tokenizer_id_to_token(const lunar_tokenizer_t *tok, int32_t id, size_t *len);
+int32_t lunar_tokenizer_token_to_id(const lunar_tokenizer_t *tok, const char *token, size_t len);
+int lunar_tokenizer_is_special(const lunar_tokenizer_t *tok, int32_t id);
+int32_t lunar_tokenizer_bos_id(const lunar_tokenizer_t *tok);
+int32_t lunar_tokenizer_eos_id(const lunar_tokenizer_t *tok);
+int32_t lunar_tokenizer_pad_id(const lunar_tokenizer_t *tok);
+int32_t lunar_tokenizer_unk_id(const lunar_tokenizer_t *tok);
+size_t lunar_tokenizer_eos_ids(const lunar_tokenizer_t *tok, const int32_t **ids);
+int lunar_tokenizer_add_bos(const lunar_tokenizer_t *tok);
+const char *lunar_tokenizer_chat_template(const lunar_tokenizer_t *tok, const char *name);
+const char *lunar_tokenizer_chat_template_name(const lunar_tokenizer_t *tok, size_t i);
+const char *lunar_tokenizer_describe(const lunar_tokenizer_t *tok);
+int lunar_detok_create(const lunar_tokenizer_t *tok, int skip_special, lunar_detok_t **out);
+int lunar_detok_push(lunar_detok_t *d, int32_t id, const char **text, size_t *len);
+int lunar_detok_flush(lunar_detok_t *d, const char **text, size_t *len);
+void lunar_detok_free(lunar_detok_t *d);
 ]]
 
 local M = {}

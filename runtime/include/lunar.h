@@ -78,5 +78,6 @@ int lunar_cuda_driver_version(void);
 
 /* ---- modules ---- */
 #include "lunar/engine.h"
+#include "lunar/tokenizer.h"
 
 #endif /* LUNAR_H */
