@@ -321,11 +321,12 @@ int lunar_engine_submit(lunar_engine_t *e, const lunar_request_t *rq, uint64_t *
         e->cap_incoming = cap;
     }
     r->arrival_seq = e->next_arrival++; /* under mu: queue order = arrival order */
+    uint64_t id = r->id;                /* r belongs to the engine thread from here on */
     e->incoming[e->num_incoming++] = r;
     __atomic_add_fetch(&e->num_unfinished, 1, __ATOMIC_RELAXED);
     pthread_cond_signal(&e->cv);
     pthread_mutex_unlock(&e->mu);
-    if (out_id) *out_id = r->id;
+    if (out_id) *out_id = id;
     return LUNAR_OK;
 }
 
@@ -377,8 +378,7 @@ void lunar_engine_seq_done(lunar_engine_t *e, lunar_seq_t *q)
             e->live[i] = e->live[--e->num_live];
             break;
         }
-    req_free(r);
-    __atomic_sub_fetch(&e->num_unfinished, 1, __ATOMIC_RELAXED);
+    req_free(r); /* num_unfinished already dropped with its final event (output.c) */
 }
 
 /* Moves submitted requests into the scheduler and applies aborts. */
@@ -401,9 +401,11 @@ static int take_inputs(lunar_engine_t *e)
     e->num_incoming = 0;
     uint64_t abort_buf[64];
     if (na > 64) na = 64; /* the rest on the next step */
-    memcpy(abort_buf, e->aborts, (size_t)na * sizeof *abort_buf);
-    memmove(e->aborts, e->aborts + na, (size_t)(e->num_aborts - na) * sizeof *e->aborts);
-    e->num_aborts -= na;
+    if (na) {
+        memcpy(abort_buf, e->aborts, (size_t)na * sizeof *abort_buf);
+        memmove(e->aborts, e->aborts + na, (size_t)(e->num_aborts - na) * sizeof *e->aborts);
+        e->num_aborts -= na;
+    }
     pthread_mutex_unlock(&e->mu);
     for (int i = e->num_live - n; i < e->num_live; i++)
         for (int k = 0; k < e->live[i]->params.n; k++) {

@@ -97,6 +97,9 @@ static int emit(lunar_engine_t *e, lunar_seq_t *q, const emission_t *m)
     const lunar_req_t *r = q->req;
     int N = r->params.logprobs, rc = LUNAR_OK;
     pthread_mutex_lock(&e->mu);
+    /* the request's last final event: whoever polls it sees the request count drop with it */
+    if (q->finish_reason && r->num_unfinished == 1)
+        __atomic_sub_fetch(&e->num_unfinished, 1, __ATOMIC_RELAXED);
     lunar_ev_node_t *n = lunar_ev_node_for(e, q);
     if (!n) {
         rc = lunar_error(LUNAR_ENOMEM, "engine: no memory for an event");

@@ -79,5 +79,6 @@ int lunar_cuda_driver_version(void);
 /* ---- modules ---- */
 #include "lunar/model.h"
 #include "lunar/engine.h"
+#include "lunar/tokenizer.h"
 
 #endif /* LUNAR_H */

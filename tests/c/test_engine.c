@@ -26,7 +26,15 @@ typedef struct {
     int finish[MAXN];
     int finish_events[MAXN];
     int cached[MAXN];
+    char text[MAXN][1024];
+    int text_len[MAXN];
+    char stop_buf[2][16];
+    const char *stop[2];
+    float plp[120];
+    int num_plp;
 } req_t;
+
+static int stop_string_finishes;
 
 /* Drains events into the requests (matched by user_data). Returns events seen. */
 static int drain(lunar_engine_t *e)
@@ -41,7 +49,17 @@ static int drain(lunar_engine_t *e)
             r->out[k][r->num_out[k]++] = ev[i].token_ids[t];
         CHECK_EQ_INT(ev[i].num_output_tokens, r->num_out[k]);
         r->cached[k] = ev[i].num_cached_tokens;
+        if (r->text_len[k] + ev[i].text_len < 1024) {
+            memcpy(r->text[k] + r->text_len[k], ev[i].text, (size_t)ev[i].text_len);
+            r->text_len[k] += ev[i].text_len;
+        }
+        if (ev[i].num_prompt_logprobs) {
+            CHECK_MSG(r->num_plp == 0, "prompt logprobs delivered twice");
+            r->num_plp = ev[i].num_prompt_logprobs;
+            memcpy(r->plp, ev[i].prompt_logprobs, (size_t)r->num_plp * sizeof(float));
+        }
         if (ev[i].finish_reason) {
+            if (ev[i].stop_str) stop_string_finishes++;
             r->finish[k] = ev[i].finish_reason;
             r->finish_events[k]++;
         }
@@ -81,13 +99,17 @@ static lunar_engine_t *make_engine(lunar_engine_config_t *c, lunar_fake_model_t 
     CHECK_EQ_INT(lunar_fake_model_create(VOCAB, c->num_blocks, c->block_size, EOS, 42, fm), 0);
     lunar_forward_iface_t f;
     lunar_fake_model_iface(*fm, &f);
+    lunar_detok_iface_t d;
+    lunar_fake_detok_iface(0, &d); /* "w<id> " per token: stop strings can match */
     lunar_engine_t *e = NULL;
-    CHECK_EQ_INT(lunar_engine_create(c, &f, NULL, &e), 0);
+    CHECK_EQ_INT(lunar_engine_create(c, &f, &d, &e), 0);
     return e;
 }
 
 static int submit(lunar_engine_t *e, req_t *r)
 {
+    for (int i = 0; i < r->p.num_stop; i++) r->stop[i] = r->stop_buf[i];
+    r->p.stop = r->p.num_stop ? r->stop : NULL;
     lunar_request_t rq = {r->prompt, r->num_prompt, &r->p, r->priority, r};
     int rc = lunar_engine_submit(e, &rq, &r->id);
     r->submitted = rc == 0;
@@ -110,6 +132,7 @@ static void run_alone(const req_t *r, req_t *out, int block_size)
     lunar_engine_t *e = make_engine(&c, &fm);
     memset(out, 0, sizeof *out);
     memcpy(out->prompt, r->prompt, sizeof r->prompt);
+    memcpy(out->stop_buf, r->stop_buf, sizeof r->stop_buf);
     out->num_prompt = r->num_prompt;
     out->p = r->p;
     CHECK_EQ_INT(submit(e, out), 0);
@@ -152,6 +175,13 @@ static void random_request(req_t *r, int with_n)
     }
     if (rnd(4) == 0) r->p.min_tokens = (int)rnd((uint32_t)r->p.max_tokens + 1);
     if (rnd(5) == 0) r->p.repetition_penalty = 1.3f;
+    if (rnd(8) == 0) r->p.prompt_logprobs = (int)rnd(3);
+    if (rnd(8) == 0) r->p.logprobs = (int)rnd(3);
+    if (rnd(4) == 0) { /* a stop string: some token's text, or a piece of two */
+        r->p.num_stop = 1 + (int)rnd(2);
+        snprintf(r->stop_buf[0], 16, "w%d ", 3 + (int)rnd(VOCAB - 3));
+        snprintf(r->stop_buf[1], 16, "%d w%d", (int)rnd(10), 3 + (int)rnd(VOCAB - 3));
+    }
     r->priority = (int)rnd(3);
 }
 
@@ -219,7 +249,10 @@ static int scenario(int index, uint64_t *preemptions, uint64_t *hits)
             if (r->aborted) continue; /* its output so far may be anything up to the abort */
             if (r->finish[k] == LUNAR_FINISH_ABORT || r->num_out[k] != alone.num_out[k] ||
                 memcmp(r->out[k], alone.out[k], (size_t)r->num_out[k] * sizeof(int32_t)) ||
-                r->finish[k] != alone.finish[k]) {
+                r->finish[k] != alone.finish[k] || r->text_len[k] != alone.text_len[k] ||
+                memcmp(r->text[k], alone.text[k], (size_t)r->text_len[k]) ||
+                r->num_plp != alone.num_plp ||
+                (r->num_plp > 1 && memcmp(r->plp + 1, alone.plp + 1, (size_t)(r->num_plp - 1) * sizeof(float)))) {
                 CHECK_MSG(0, "scenario %d request %d seq %d: %d tokens (finish %d), alone %d (finish %d)",
                           index, i, k, r->num_out[k], r->finish[k], alone.num_out[k], alone.finish[k]);
                 ok = 0;
@@ -237,14 +270,16 @@ static void test_interleavings(void)
     for (int w = 0; w < 4; w++)
         for (int i = 0; i < 40; i++) prefixes[w][i] = 3 + (int)rnd(VOCAB - 3);
     uint64_t preemptions = 0, hits = 0;
-    int failed = 0, n = 300;
+    int failed = 0, n = 2000;
     for (int i = 0; i < n; i++)
         if (!scenario(i, &preemptions, &hits)) failed++;
-    printf("interleavings: %d scenarios, %d failed, %llu preemptions, %llu prefix-hit tokens\n", n,
-           failed, (unsigned long long)preemptions, (unsigned long long)hits);
+    printf("interleavings: %d scenarios, %d failed, %llu preemptions, %llu prefix-hit tokens, "
+           "%d stop-string finishes\n", n, failed, (unsigned long long)preemptions,
+           (unsigned long long)hits, stop_string_finishes);
     CHECK_EQ_INT(failed, 0);
     CHECK(preemptions > 100); /* the tiny pools really did preempt */
     CHECK(hits > 1000);       /* and the shared prefixes were reused */
+    CHECK(stop_string_finishes > 100);
 }
 
 /* Request 2 shares a 1,000-token prefix with request 1: the forward computes only its
@@ -399,9 +434,11 @@ static void test_limits(void)
     p.temperature = 1;
     const char *stop[] = {"x"};
     p.stop = stop;
-    p.num_stop = 1; /* no detokenizer */
+    p.num_stop = 1;
+    p.detokenize = 0; /* stop strings need text */
     CHECK_EQ_INT(lunar_engine_submit(e, &rq, &id), LUNAR_EUNSUPPORTED);
     p.num_stop = 0;
+    p.detokenize = 1;
     prompt[3] = VOCAB;
     CHECK_EQ_INT(lunar_engine_submit(e, &rq, &id), LUNAR_EINVAL);
     CHECK_CONTAINS(lunar_errmsg(), "out of vocabulary");

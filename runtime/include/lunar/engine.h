@@ -60,6 +60,11 @@ typedef struct lunar_detok_iface {
                   size_t cap);
 } lunar_detok_iface_t;
 
+struct lunar_tokenizer;
+/* The detokenizer of a loaded tokenizer (lunar/tokenizer.h), which must outlive the engine.
+ * Ids past the tokenizer's vocabulary (padded embedding rows) decode to nothing. */
+void lunar_engine_detok_tokenizer(const struct lunar_tokenizer *tok, lunar_detok_iface_t *out);
+
 /* ---- sampling parameters (vLLM's SamplingParams) ------------------------------------------ */
 /* The logits hook of a request that asked for one (lua/lunar/sampling.lua's
  * logits_processors): called on the thread running the step, after the forward and before
