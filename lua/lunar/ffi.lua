@@ -213,6 +213,8 @@ typedef struct lunar_memory_plan {
 } lunar_memory_plan_t;
 
 int lunar_memory_plan(const lunar_model_config_t *c, const lunar_memory_options_t *o, lunar_memory_plan_t *out);
+]]
+
 -- ---- engine (lunar/engine.h) ----
 ffi.cdef [[
 typedef struct lunar_batch {
