@@ -413,6 +413,26 @@ int lunar_detok_flush(lunar_detok_t *d, const char **text, size_t *len);
 void lunar_detok_free(lunar_detok_t *d);
 ]]
 
+-- ---- runner (lunar/runner.h) ----
+ffi.cdef [[
+typedef struct lunar_runner_options {
+    const char *backend;
+    int num_kv_blocks;
+    int block_size;
+    int max_num_batched_tokens;
+    int max_num_seqs;
+    int num_threads;
+} lunar_runner_options_t;
+void lunar_runner_options_default(lunar_runner_options_t *o);
+typedef struct lunar_runner lunar_runner_t;
+int lunar_runner_create(const lunar_model_t *m, const lunar_runner_options_t *o, lunar_runner_t **out);
+void lunar_runner_free(lunar_runner_t *r);
+int lunar_runner_forward(lunar_runner_t *r, const lunar_batch_t *b, float *logits);
+uint64_t lunar_runner_kv_bytes_per_token(const lunar_model_t *m, const char *backend);
+void lunar_runner_forward_iface(lunar_runner_t *r, lunar_forward_iface_t *out);
+uint64_t lunar_runner_tokens_computed(const lunar_runner_t *r);
+]]
+
 local M = {}
 
 -- The library: the copy the host program loaded (LUNAR_HOST.lib), else $LUNAR_LIB (tests
