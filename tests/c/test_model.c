@@ -534,6 +534,13 @@ static void test_hostile_safetensors_headers_are_named(void)
 static void test_transformers5_rope_parameters(void)
 {
     lunar_model_config_t c;
+    const char *f32 = TINY_CFG("LlamaForCausalLM", "llama", ",\"torch_dtype\":\"float32\"");
+    CHECK_EQ_INT(lunar_config_parse(f32, strlen(f32), "f32", &c), 0);
+    CHECK_STR(lunar_model_resolve_dtype("auto", &c, 1), "bfloat16");   /* float32 on a GPU: bf16 */
+    CHECK_STR(lunar_model_resolve_dtype("auto", &c, 0), "float32");
+    CHECK_STR(lunar_model_resolve_dtype("float32", &c, 1), "float32");
+    CHECK_STR(lunar_model_resolve_dtype("half", &c, 1), "float16");
+    CHECK(lunar_model_resolve_dtype("int8", &c, 1) == NULL);
     const char *j = TINY_CFG("LlamaForCausalLM", "llama", ",\"rope_parameters\":{\"rope_theta\":500000.0,"
                              "\"rope_type\":\"llama3\",\"factor\":8.0,\"low_freq_factor\":1.0,\"high_freq_factor\":4.0,"
                              "\"original_max_position_embeddings\":8192},\"dtype\":\"float16\"");

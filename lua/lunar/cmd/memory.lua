@@ -23,8 +23,8 @@ local function gather(dir, o)
   local c, cfg = model.read_config(dir)
   if not c then return nil, cfg end
   local notes = {}
-  local dtype, note = model.resolve_dtype(o.dtype, cfg.torch_dtype, "cuda")
-  if note then notes[#notes + 1] = note end
+  local dtype, derr = model.resolve_dtype(o.dtype, c, "cuda")   -- logs float32 -> bfloat16
+  if not dtype then return nil, derr end
   local tp, pp = o.tensor_parallel_size, o.pipeline_parallel_size
   local rep, err = model.parallel_check(c, tp, pp)
   if not rep then return nil, err end
