@@ -12,6 +12,8 @@
 #include "lunar.h"
 #include "model/model_internal.h"
 
+#include <cjson/cJSON.h>
+
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -825,6 +827,63 @@ static void test_mutated_pickles_never_crash(void)
     free(orig);
 }
 
+/* ---- models saved by transformers itself -------------------------------------------- */
+
+static int count_expected(void *ctx, const arch_tensor_t *t)
+{
+    if (!t->optional) (*(int *)ctx)++;
+    return 0;
+}
+
+static void test_transformers_saved_models_load_completely(void)
+{
+    char p[600];
+    size_t n;
+    snprintf(p, sizeof p, "%s/hf_tiny.json", fixtures());
+    unsigned char *text = slurp(p, &n);
+    cJSON *ref = text ? cJSON_ParseWithLength((char *)text, n) : NULL;
+    free(text);
+    const cJSON *tiny = cJSON_GetObjectItem(ref, "tiny"), *e;
+    int seen = 0;
+    cJSON_ArrayForEach(e, tiny) {
+        char dir[700];
+        snprintf(dir, sizeof dir, "%s/hf-%s", fixtures(), e->string);
+        lunar_model_t *m;
+        int rc = lunar_model_load(dir, NULL, &m);
+        CHECK_MSG(rc == 0, "%s: %s", e->string, lunar_errmsg());
+        if (rc) continue;
+        const cJSON *saved = cJSON_GetObjectItem(e, "saved");
+        /* every tensor transformers saved is one the table expects, with its shape */
+        int expected = 0;
+        arch_expected(lunar_model_config(m), count_expected, &expected);
+        CHECK_MSG(expected == cJSON_GetArraySize(saved), "%s: table expects %d tensors, transformers saved %d",
+                  e->string, expected, cJSON_GetArraySize(saved));
+        CHECK_EQ_INT(lunar_model_tensor_count(m), cJSON_GetArraySize(saved));
+        for (int i = 0; i < lunar_model_tensor_count(m); i++) {
+            const lunar_tensor_t *t = lunar_model_tensor(m, i);
+            const cJSON *shape = cJSON_GetObjectItem(saved, t->name);
+            CHECK_MSG(shape && cJSON_GetArraySize(shape) == t->ndim, "%s: %s", e->string, t->name);
+            for (int d = 0; shape && d < t->ndim; d++) CHECK_EQ_INT(cJSON_GetArrayItem(shape, d)->valuedouble, t->shape[d]);
+        }
+        lunar_param_count_t pc;
+        CHECK_EQ_INT(lunar_param_count(lunar_model_config(m), &pc), 0);
+        CHECK_MSG((double)pc.total == cJSON_GetObjectItem(e, "params")->valuedouble, "%s: %llu parameters", e->string,
+                  (unsigned long long)pc.total);
+        const lunar_model_config_t *c = lunar_model_config(m);
+        const lunar_weights_t *w = lunar_model_weights(m);
+        if (strcmp(e->string, "qwen2") == 0) CHECK(w->layers[1].bk != NULL && w->layers[1].bo == NULL);
+        if (strcmp(e->string, "qwen3") == 0) CHECK(w->layers[1].k_norm != NULL && w->lm_head == w->embed);
+        if (strcmp(e->string, "mistral") == 0) CHECK_EQ_INT(c->sliding_window, 32);
+        if (strcmp(e->string, "llama") == 0) CHECK_EQ_INT(c->rope.type, LUNAR_ROPE_LLAMA3);
+        if (strcmp(e->string, "mixtral") == 0) CHECK(w->layers[1].expert_down[3] != NULL && w->layers[1].router != NULL);
+        if (strcmp(e->string, "qwen3_moe") == 0) CHECK(w->layers[0].expert_up[0] != NULL && w->layers[0].w_up == NULL);
+        lunar_model_free(m);
+        seen++;
+    }
+    CHECK_EQ_INT(seen, 6);
+    cJSON_Delete(ref);
+}
+
 int main(void)
 {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/lunar-test-model-%d", (int)getpid());
@@ -844,6 +903,7 @@ int main(void)
     test_pytorch_bin_matches_safetensors();
     test_pickle_views_dtypes_and_refusals();
     test_mutated_pickles_never_crash();
+    test_transformers_saved_models_load_completely();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
