@@ -326,6 +326,17 @@ static void test_dtype_conversion_rounds_like_torch(void)
     CHECK((b & 0x7f80) == 0x7f80 && (b & 0x7f));
     dtype_convert(LUNAR_DTYPE_F16, &h, LUNAR_DTYPE_F32, &inf, 1);
     CHECK_EQ_INT(h, 0x7c00);
+    /* the threaded path gives the same bits as the plain one (5M values, split unevenly) */
+    size_t big = 5000003;
+    float *src = malloc(big * 4);
+    uint16_t *a = malloc(big * 2), *b2 = malloc(big * 2);
+    for (size_t i = 0; i < big; i++) src[i] = (float)i * 1.37e-3f - 3000.0f;
+    dtype_convert(LUNAR_DTYPE_F16, a, LUNAR_DTYPE_F32, src, big);
+    dtype_convert_parallel(LUNAR_DTYPE_F16, b2, LUNAR_DTYPE_F32, src, big);
+    CHECK(memcmp(a, b2, big * 2) == 0);
+    free(src);
+    free(a);
+    free(b2);
     /* f16 -> bf16 rounds once: 1 + 2^-10 (f16 0x3c01) -> bf16 1.0 (tie to even) */
     uint16_t one_ulp = 0x3c01;
     dtype_convert(LUNAR_DTYPE_BF16, &b, LUNAR_DTYPE_F16, &one_ulp, 1);
