@@ -759,6 +759,26 @@ static void test_pickle_views_dtypes_and_refusals(void)
     }
     for (int i = 0; i < s.n && i < 8; i++) free((void *)s.names[i]);
 
+    /* torch.save(model.state_dict()): OrderedDict by REDUCE, items, then BUILD with _metadata;
+     * a Parameter through _rebuild_parameter (gen_ordereddict_bin.py) */
+    snprintf(p, sizeof p, "%s/ordereddict.bin", fixtures());
+    size_t olen;
+    unsigned char *ob = slurp(p, &olen);
+    seen_t so = { 0 };
+    CHECK(ob && pt_parse(ob, olen, "ordereddict.bin", pt_seen, &so) == 0);
+    CHECK_EQ_INT(so.n, 2);
+    if (so.n == 2) {
+        CHECK_STR(so.names[0], "a.weight");
+        float v[3];   /* Python's zipfile does not align entries: copy before reading */
+        memcpy(v, (const char *)so.data[0] + 20, 4);
+        CHECK(v[0] == 6.0f);
+        CHECK_STR(so.names[1], "b.bias");
+        memcpy(v, so.data[1], 12);
+        CHECK(v[0] == 11.0f && v[2] == 13.0f);
+    }
+    for (int i = 0; i < so.n && i < 8; i++) free((void *)so.names[i]);
+    free(ob);
+
     /* a compressed entry (method 8 written into the central directory) is refused by name */
     for (size_t i = len - 22; i-- > 0;)
         if (buf[i] == 'P' && buf[i + 1] == 'K' && buf[i + 2] == 1 && buf[i + 3] == 2) { buf[i + 10] = 8; break; }
