@@ -194,7 +194,7 @@ typedef struct lunar_memory_options {
     int pipeline_parallel_size;      /* 1 */
     int max_model_len;               /* 0 = config's max_position_embeddings */
     int max_num_seqs;                /* 0 = 256 */
-    int max_num_batched_tokens;      /* 0 = max(8192, max_model_len) capped... see memory.c */
+    int max_num_batched_tokens;      /* 0 = 8192 (vllm serve's default with chunked prefill) */
     int block_size;                  /* 0 = 16 */
     lunar_dtype_t dtype;             /* weights and activations */
     lunar_dtype_t kv_dtype;          /* KV cache */
