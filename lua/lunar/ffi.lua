@@ -139,6 +139,8 @@ typedef struct lunar_load_options {
     int config_only;
 } lunar_load_options_t;
 
+const char *lunar_model_resolve_dtype(const char *flag, const lunar_model_config_t *c, int on_gpu);
+
 int lunar_model_load(const char *dir, const lunar_load_options_t *opts, lunar_model_t **out);
 void lunar_model_free(lunar_model_t *m);
 

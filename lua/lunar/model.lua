@@ -144,18 +144,13 @@ function M.parallel_check(c, tp, pp)
   return ffi.string(note)
 end
 
--- The dtype weights are held in: --dtype, or config's torch_dtype for auto; a float32
--- checkpoint runs in bfloat16 on a GPU (as vLLM does), with a note saying so.
-function M.resolve_dtype(flag, torch_dtype, device)
-  if flag == nil or flag == "auto" then
-    if torch_dtype == "float32" and device == "cuda" then
-      return "bfloat16", "config.json says float32: weights are downcast to bfloat16 on the GPU (--dtype float32 keeps them)"
-    end
-    return torch_dtype
-  end
-  if flag == "half" then return "float16" end
-  if flag == "float" then return "float32" end
-  return flag
+-- The dtype weights are held in for a --dtype flag (lunar_model_resolve_dtype): auto is the
+-- config's torch_dtype, except that a float32 checkpoint runs in bfloat16 on a GPU, which the
+-- C side logs. `c` is a config cdata; device "cuda" or "cpu".
+function M.resolve_dtype(flag, c, device)
+  local r = C.lunar_model_resolve_dtype(flag or "auto", c, device == "cuda" and 1 or 0)
+  if r == nil then return nil, "--dtype " .. tostring(flag) .. ": expected auto, float16, bfloat16 or float32" end
+  return ffi.string(r)
 end
 
 -- memory_plan(config cdata, opts) -> plan table | nil, err. opts: tp, pp, max_model_len,

@@ -9,8 +9,10 @@
  */
 #include "model/model_internal.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const struct { const char *st, *name; size_t size; } dtypes[LUNAR_DTYPE_COUNT] = {
     [LUNAR_DTYPE_F32] = { "F32", "float32", 4 },
@@ -123,6 +125,36 @@ void dtype_convert(lunar_dtype_t to, void *dst, lunar_dtype_t from, const void *
     }
 }
 
+typedef struct { lunar_dtype_t to, from; void *dst; const void *src; size_t n; } convjob_t;
+
+static void *conv_job(void *arg)
+{
+    convjob_t *j = arg;
+    dtype_convert(j->to, j->dst, j->from, j->src, j->n);
+    return NULL;
+}
+
+/* dtype_convert over up to 16 threads for big tensors (a 7B checkpoint is 7e9 values). */
+void dtype_convert_parallel(lunar_dtype_t to, void *dst, lunar_dtype_t from, const void *src, size_t n)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    int nt = n < (1u << 22) ? 1 : cpus > 16 ? 16 : cpus < 1 ? 1 : (int)cpus;
+    convjob_t jobs[16];
+    pthread_t th[16];
+    bool started[16] = { false };
+    size_t per = n / (size_t)nt + 1, ts = lunar_dtype_size(to), fs = lunar_dtype_size(from);
+    for (int k = 0; k < nt; k++) {
+        size_t b = (size_t)k * per < n ? (size_t)k * per : n, e = b + per < n ? b + per : n;
+        jobs[k] = (convjob_t){ to, from, (char *)dst + b * ts, (const char *)src + b * fs, e - b };
+        if (k > 0) started[k] = pthread_create(&th[k], NULL, conv_job, &jobs[k]) == 0;
+    }
+    conv_job(&jobs[0]);
+    for (int k = 1; k < nt; k++) {
+        if (started[k]) pthread_join(th[k], NULL);
+        else conv_job(&jobs[k]);
+    }
+}
+
 /* Gives every float tensor an owned copy in `to` (tensors already in `to` stay mapped).
  * Integer tensors (quantized formats later) are left as they are. */
 int model_convert(lunar_model_t *m, lunar_dtype_t to)
@@ -138,7 +170,7 @@ int model_convert(lunar_model_t *m, lunar_dtype_t to)
             return lunar_error(LUNAR_ENOMEM, "%s: tensor %s: no memory to convert %zu bytes to %s",
                                m->dir, t->name, n * lunar_dtype_size(to), lunar_dtype_name(to));
         }
-        if (t->data) dtype_convert(to, buf, t->dtype, t->data, n);
+        if (t->data) dtype_convert_parallel(to, buf, t->dtype, t->data, n);
         t->data = buf;
         t->dtype = to;
         t->nbytes = n * lunar_dtype_size(to);

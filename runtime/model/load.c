@@ -294,6 +294,22 @@ static int resolve_dtype(const char *s, lunar_dtype_t torch_dtype, lunar_dtype_t
     return 0;
 }
 
+const char *lunar_model_resolve_dtype(const char *flag, const lunar_model_config_t *c, int on_gpu)
+{
+    lunar_dtype_t t;
+    if (!flag || !*flag || strcmp(flag, "auto") == 0) {
+        if (c->torch_dtype == LUNAR_DTYPE_F32 && on_gpu) {
+            lunar_log(LUNAR_LOG_INFO, "model", "config.json says float32: running in bfloat16 on the GPU "
+                      "(--dtype float32 keeps float32)");
+            return "bfloat16";
+        }
+        t = c->torch_dtype;
+    } else if (dtype_from_torch(flag, &t) || !dtype_is_float(t)) {
+        return NULL;
+    }
+    return t == LUNAR_DTYPE_F32 ? "float32" : t == LUNAR_DTYPE_F16 ? "float16" : "bfloat16";
+}
+
 int lunar_model_load(const char *dir, const lunar_load_options_t *opts, lunar_model_t **out)
 {
     lunar_load_options_t o = { 0 };

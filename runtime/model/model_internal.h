@@ -86,6 +86,8 @@ int dtype_from_torch(const char *s, lunar_dtype_t *out);   /* "bfloat16", "float
 bool dtype_is_float(lunar_dtype_t t);
 /* Converts n elements between F32/F16/BF16, rounding to nearest even. */
 void dtype_convert(lunar_dtype_t to, void *dst, lunar_dtype_t from, const void *src, size_t n);
+/* The same, split over up to 16 threads when n is large. */
+void dtype_convert_parallel(lunar_dtype_t to, void *dst, lunar_dtype_t from, const void *src, size_t n);
 int model_convert(lunar_model_t *m, lunar_dtype_t to);
 
 /* arch.c */

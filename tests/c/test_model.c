@@ -12,6 +12,8 @@
 #include "lunar.h"
 #include "model/model_internal.h"
 
+#include <cjson/cJSON.h>
+
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -324,6 +326,17 @@ static void test_dtype_conversion_rounds_like_torch(void)
     CHECK((b & 0x7f80) == 0x7f80 && (b & 0x7f));
     dtype_convert(LUNAR_DTYPE_F16, &h, LUNAR_DTYPE_F32, &inf, 1);
     CHECK_EQ_INT(h, 0x7c00);
+    /* the threaded path gives the same bits as the plain one (5M values, split unevenly) */
+    size_t big = 5000003;
+    float *src = malloc(big * 4);
+    uint16_t *a = malloc(big * 2), *b2 = malloc(big * 2);
+    for (size_t i = 0; i < big; i++) src[i] = (float)i * 1.37e-3f - 3000.0f;
+    dtype_convert(LUNAR_DTYPE_F16, a, LUNAR_DTYPE_F32, src, big);
+    dtype_convert_parallel(LUNAR_DTYPE_F16, b2, LUNAR_DTYPE_F32, src, big);
+    CHECK(memcmp(a, b2, big * 2) == 0);
+    free(src);
+    free(a);
+    free(b2);
     /* f16 -> bf16 rounds once: 1 + 2^-10 (f16 0x3c01) -> bf16 1.0 (tie to even) */
     uint16_t one_ulp = 0x3c01;
     dtype_convert(LUNAR_DTYPE_BF16, &b, LUNAR_DTYPE_F16, &one_ulp, 1);
@@ -534,6 +547,13 @@ static void test_hostile_safetensors_headers_are_named(void)
 static void test_transformers5_rope_parameters(void)
 {
     lunar_model_config_t c;
+    const char *f32 = TINY_CFG("LlamaForCausalLM", "llama", ",\"torch_dtype\":\"float32\"");
+    CHECK_EQ_INT(lunar_config_parse(f32, strlen(f32), "f32", &c), 0);
+    CHECK_STR(lunar_model_resolve_dtype("auto", &c, 1), "bfloat16");   /* float32 on a GPU: bf16 */
+    CHECK_STR(lunar_model_resolve_dtype("auto", &c, 0), "float32");
+    CHECK_STR(lunar_model_resolve_dtype("float32", &c, 1), "float32");
+    CHECK_STR(lunar_model_resolve_dtype("half", &c, 1), "float16");
+    CHECK(lunar_model_resolve_dtype("int8", &c, 1) == NULL);
     const char *j = TINY_CFG("LlamaForCausalLM", "llama", ",\"rope_parameters\":{\"rope_theta\":500000.0,"
                              "\"rope_type\":\"llama3\",\"factor\":8.0,\"low_freq_factor\":1.0,\"high_freq_factor\":4.0,"
                              "\"original_max_position_embeddings\":8192},\"dtype\":\"float16\"");
@@ -739,6 +759,26 @@ static void test_pickle_views_dtypes_and_refusals(void)
     }
     for (int i = 0; i < s.n && i < 8; i++) free((void *)s.names[i]);
 
+    /* torch.save(model.state_dict()): OrderedDict by REDUCE, items, then BUILD with _metadata;
+     * a Parameter through _rebuild_parameter (gen_ordereddict_bin.py) */
+    snprintf(p, sizeof p, "%s/ordereddict.bin", fixtures());
+    size_t olen;
+    unsigned char *ob = slurp(p, &olen);
+    seen_t so = { 0 };
+    CHECK(ob && pt_parse(ob, olen, "ordereddict.bin", pt_seen, &so) == 0);
+    CHECK_EQ_INT(so.n, 2);
+    if (so.n == 2) {
+        CHECK_STR(so.names[0], "a.weight");
+        float v[3];   /* Python's zipfile does not align entries: copy before reading */
+        memcpy(v, (const char *)so.data[0] + 20, 4);
+        CHECK(v[0] == 6.0f);
+        CHECK_STR(so.names[1], "b.bias");
+        memcpy(v, so.data[1], 12);
+        CHECK(v[0] == 11.0f && v[2] == 13.0f);
+    }
+    for (int i = 0; i < so.n && i < 8; i++) free((void *)so.names[i]);
+    free(ob);
+
     /* a compressed entry (method 8 written into the central directory) is refused by name */
     for (size_t i = len - 22; i-- > 0;)
         if (buf[i] == 'P' && buf[i + 1] == 'K' && buf[i + 2] == 1 && buf[i + 3] == 2) { buf[i + 10] = 8; break; }
@@ -818,6 +858,63 @@ static void test_mutated_pickles_never_crash(void)
     free(orig);
 }
 
+/* ---- models saved by transformers itself -------------------------------------------- */
+
+static int count_expected(void *ctx, const arch_tensor_t *t)
+{
+    if (!t->optional) (*(int *)ctx)++;
+    return 0;
+}
+
+static void test_transformers_saved_models_load_completely(void)
+{
+    char p[600];
+    size_t n;
+    snprintf(p, sizeof p, "%s/hf_tiny.json", fixtures());
+    unsigned char *text = slurp(p, &n);
+    cJSON *ref = text ? cJSON_ParseWithLength((char *)text, n) : NULL;
+    free(text);
+    const cJSON *tiny = cJSON_GetObjectItem(ref, "tiny"), *e;
+    int seen = 0;
+    cJSON_ArrayForEach(e, tiny) {
+        char dir[700];
+        snprintf(dir, sizeof dir, "%s/hf-%s", fixtures(), e->string);
+        lunar_model_t *m;
+        int rc = lunar_model_load(dir, NULL, &m);
+        CHECK_MSG(rc == 0, "%s: %s", e->string, lunar_errmsg());
+        if (rc) continue;
+        const cJSON *saved = cJSON_GetObjectItem(e, "saved");
+        /* every tensor transformers saved is one the table expects, with its shape */
+        int expected = 0;
+        arch_expected(lunar_model_config(m), count_expected, &expected);
+        CHECK_MSG(expected == cJSON_GetArraySize(saved), "%s: table expects %d tensors, transformers saved %d",
+                  e->string, expected, cJSON_GetArraySize(saved));
+        CHECK_EQ_INT(lunar_model_tensor_count(m), cJSON_GetArraySize(saved));
+        for (int i = 0; i < lunar_model_tensor_count(m); i++) {
+            const lunar_tensor_t *t = lunar_model_tensor(m, i);
+            const cJSON *shape = cJSON_GetObjectItem(saved, t->name);
+            CHECK_MSG(shape && cJSON_GetArraySize(shape) == t->ndim, "%s: %s", e->string, t->name);
+            for (int d = 0; shape && d < t->ndim; d++) CHECK_EQ_INT(cJSON_GetArrayItem(shape, d)->valuedouble, t->shape[d]);
+        }
+        lunar_param_count_t pc;
+        CHECK_EQ_INT(lunar_param_count(lunar_model_config(m), &pc), 0);
+        CHECK_MSG((double)pc.total == cJSON_GetObjectItem(e, "params")->valuedouble, "%s: %llu parameters", e->string,
+                  (unsigned long long)pc.total);
+        const lunar_model_config_t *c = lunar_model_config(m);
+        const lunar_weights_t *w = lunar_model_weights(m);
+        if (strcmp(e->string, "qwen2") == 0) CHECK(w->layers[1].bk != NULL && w->layers[1].bo == NULL);
+        if (strcmp(e->string, "qwen3") == 0) CHECK(w->layers[1].k_norm != NULL && w->lm_head == w->embed);
+        if (strcmp(e->string, "mistral") == 0) CHECK_EQ_INT(c->sliding_window, 32);
+        if (strcmp(e->string, "llama") == 0) CHECK_EQ_INT(c->rope.type, LUNAR_ROPE_LLAMA3);
+        if (strcmp(e->string, "mixtral") == 0) CHECK(w->layers[1].expert_down[3] != NULL && w->layers[1].router != NULL);
+        if (strcmp(e->string, "qwen3_moe") == 0) CHECK(w->layers[0].expert_up[0] != NULL && w->layers[0].w_up == NULL);
+        lunar_model_free(m);
+        seen++;
+    }
+    CHECK_EQ_INT(seen, 6);
+    cJSON_Delete(ref);
+}
+
 int main(void)
 {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/lunar-test-model-%d", (int)getpid());
@@ -837,6 +934,7 @@ int main(void)
     test_pytorch_bin_matches_safetensors();
     test_pickle_views_dtypes_and_refusals();
     test_mutated_pickles_never_crash();
+    test_transformers_saved_models_load_completely();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);

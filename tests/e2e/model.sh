@@ -50,7 +50,7 @@ out=$("$LUNAR_BIN" memory "$CFG/Llama-3-8B" -tp 3 2>&1); expect_rc 1 "memory wit
 expect_contains "$out" "use one of 1, 2, 4, 8, 16, 32" "memory says which TP sizes work"
 out=$("$LUNAR_BIN" memory "$CFG/Baichuan-7B" --gpu-memory-gib 16 2>&1); expect_rc 1 "memory: a model that does not fit"
 expect_contains "$out" "does not fit" "memory says it does not fit"
-expect_contains "$out" "downcast to bfloat16" "memory says a float32 checkpoint runs in bfloat16"
+expect_contains "$out" "running in bfloat16" "memory says a float32 checkpoint runs in bfloat16"
 out=$("$LUNAR_BIN" memory "$CFG/Qwen3-235B-A22B" -tp 8 --gpu-memory-gib 141); expect_rc 0 "memory Qwen3-235B TP=8"
 expect_contains "$out" "replicated on 2 GPUs" "memory says kv heads are replicated"
 out=$("$LUNAR_BIN" memory --help); expect_rc 0 "memory --help"

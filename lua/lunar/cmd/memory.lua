@@ -23,8 +23,8 @@ local function gather(dir, o)
   local c, cfg = model.read_config(dir)
   if not c then return nil, cfg end
   local notes = {}
-  local dtype, note = model.resolve_dtype(o.dtype, cfg.torch_dtype, "cuda")
-  if note then notes[#notes + 1] = note end
+  local dtype, derr = model.resolve_dtype(o.dtype, c, "cuda")   -- logs float32 -> bfloat16
+  if not dtype then return nil, derr end
   local tp, pp = o.tensor_parallel_size, o.pipeline_parallel_size
   local rep, err = model.parallel_check(c, tp, pp)
   if not rep then return nil, err end
@@ -50,6 +50,7 @@ local function gather(dir, o)
   plan.dtype = dtype
   plan.gpu = gpu_name
   plan.notes = notes
+  plan.data_parallel_size = o.data_parallel_size
   plan.num_layers, plan.num_kv_heads, plan.head_dim = cfg.num_layers, cfg.num_kv_heads, cfg.head_dim
   plan.max_stage_layers = 0
   for _, s in ipairs(plan.stages) do plan.max_stage_layers = math.max(plan.max_stage_layers, s.layers) end
@@ -73,6 +74,10 @@ local function print_text(p)
   line("lunar memory: %s (%s), %s, %d GPU%s (tensor parallel %d x pipeline parallel %d), max_model_len %d",
     p.model, p.architecture, p.dtype, gpus, gpus == 1 and "" or "s", p.tp, p.pp, p.max_model_len)
   for _, n in ipairs(p.notes) do line("note: %s", n) end
+  if p.data_parallel_size > 1 then
+    line("note: --data-parallel-size %d runs %d copies of this plan: %d GPUs in all", p.data_parallel_size,
+      p.data_parallel_size, p.data_parallel_size * gpus)
+  end
   line("per GPU%s:", gpus > 1 and " (the fullest)" or "")
   local dsize = p.weight_bytes_total / p.params_total
   line("  %-26s %12s   exact: %s parameters x %d bytes%s", "weights", util.bytes(p.weight_bytes), commas(p.params_total),

@@ -136,6 +136,12 @@ typedef struct lunar_load_options {
                                * lazily, so no weight byte is read) */
 } lunar_load_options_t;
 
+/* The dtype to pass as lunar_load_options_t.dtype for a --dtype flag: "auto" is the config's
+ * torch_dtype, except that a float32 checkpoint runs in bfloat16 on a GPU (as vLLM does),
+ * which is logged. Other flags map to themselves ("half" -> "float16"). Static string, or NULL
+ * for an unknown flag. */
+const char *lunar_model_resolve_dtype(const char *flag, const lunar_model_config_t *c, int on_gpu);
+
 /* Loads the folder `dir`. On success *out owns every tensor; free with lunar_model_free().
  * Errors name the file and, where one is at fault, the tensor. */
 int lunar_model_load(const char *dir, const lunar_load_options_t *opts, lunar_model_t **out);
@@ -188,7 +194,7 @@ typedef struct lunar_memory_options {
     int pipeline_parallel_size;      /* 1 */
     int max_model_len;               /* 0 = config's max_position_embeddings */
     int max_num_seqs;                /* 0 = 256 */
-    int max_num_batched_tokens;      /* 0 = max(8192, max_model_len) capped... see memory.c */
+    int max_num_batched_tokens;      /* 0 = 8192 (vllm serve's default with chunked prefill) */
     int block_size;                  /* 0 = 16 */
     lunar_dtype_t dtype;             /* weights and activations */
     lunar_dtype_t kv_dtype;          /* KV cache */
