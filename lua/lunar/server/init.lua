@@ -83,6 +83,18 @@ function Server:on_closed(handle, gone)
     require("lunar.progress").now() - req.started,
     lt and string.format(" prompt_tokens=%d completion_tokens=%d", lt[1], lt[2]) or "",
     (gone ~= 0 and job) and " (aborted: client gone)" or ""))
+  self:idle_gc()
+end
+
+-- When the server goes idle, give garbage back: a full Lua collection and malloc_trim, at
+-- most once a second, so memory after a burst returns to its level before it.
+pcall(ffi.cdef, "int malloc_trim(size_t pad);")
+function Server:idle_gc()
+  local now = require("lunar.progress").now()
+  if next(self.reqs) ~= nil or (self.last_gc and now - self.last_gc < 1) then return end
+  self.last_gc = now
+  collectgarbage("collect")
+  ffi.C.malloc_trim(0)
 end
 
 function Server:on_wake()
