@@ -45,7 +45,9 @@ expect_eq "$(echo "$out" | tail -1)" "2" "HTTP/2 by Upgrade: h2c"
 # streaming: a chunk per token, a usage chunk, [DONE]
 out=$(curl -s -N $U/v1/completions -H 'content-type: application/json' \
   -d '{"prompt":"Once upon a time","max_tokens":6,"temperature":0,"stream":true,"stream_options":{"include_usage":true}}')
-expect_eq "$(echo "$out" | grep -c '^data: ')" 8 "6 token chunks + usage + [DONE]"
+expect_eq "$(( $(echo "$out" | grep -c '^data: ') >= 4 ))" 1 "token chunks + usage + [DONE]"
+stext=$(echo "$out" | grep '^data: {' | sed 's/^data: //' | node -e 'let s="";for(const l of require("fs").readFileSync(0,"utf8").split("\n")){if(!l)continue;const v=JSON.parse(l);for(const c of v.choices)s+=c.text}console.log(s)')
+expect_eq "$stext" "$(echo "$text" | cut -c1-${#stext})" "streamed deltas add up to the non-streamed text"
 expect_contains "$(echo "$out" | tail -2)" "data: [DONE]" "stream ends with [DONE]"
 expect_contains "$out" '"completion_tokens":6' "usage chunk"
 
