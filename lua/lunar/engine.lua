@@ -38,6 +38,37 @@ function M.config(opts)
   return c
 end
 
+-- Engine options from lunar.args' parsed engine flags, the model's config (lunar.model's
+-- config table) and the KV blocks the memory plan allows, with vLLM's defaults: max_model_len
+-- from max_position_embeddings; max_num_batched_tokens 2048 with chunked prefill (8192 for
+-- the server, as vLLM's API server), else max(max_model_len, 2048); eos ids of config.json
+-- plus those given (tokenizer / generation_config), deduplicated.
+function M.options(flags, model_cfg, num_blocks, extra_eos, for_server)
+  local o = {
+    block_size = flags.block_size or 16, num_blocks = num_blocks,
+    max_model_len = flags.max_model_len or model_cfg.max_position_embeddings,
+    max_num_seqs = flags.max_num_seqs or 256,
+    enable_chunked_prefill = flags.enable_chunked_prefill ~= false,
+    enable_prefix_caching = flags.enable_prefix_caching ~= false,
+    scheduling_policy = flags.scheduling_policy,
+    max_logprobs = flags.max_logprobs,
+  }
+  o.max_num_batched_tokens = flags.max_num_batched_tokens
+  if not o.max_num_batched_tokens then
+    if o.enable_chunked_prefill then o.max_num_batched_tokens = for_server and 8192 or 2048
+    else o.max_num_batched_tokens = math.max(o.max_model_len, 2048) end
+    o.max_num_batched_tokens = math.max(o.max_num_batched_tokens, o.max_num_seqs)
+  end
+  local seen, eos = {}, {}
+  for _, list in ipairs({ model_cfg.eos_token_ids or {}, extra_eos or {} }) do
+    for _, id in ipairs(list) do
+      if not seen[id] then seen[id] = true; eos[#eos + 1] = id end
+    end
+  end
+  o.eos_token_ids = eos
+  return o
+end
+
 -- fwd: a lunar_forward_iface_t (cdata); detok: a lunar_detok_iface_t or nil. Both must stay
 -- alive as long as the engine: the engine keeps references to them here.
 function M.new(opts, fwd, detok)
