@@ -77,6 +77,7 @@ int lunar_cuda_driver_version(void);
 #endif
 
 /* ---- modules ---- */
+#include "lunar/model.h"
 #include "lunar/engine.h"
 #include "lunar/tokenizer.h"
 
