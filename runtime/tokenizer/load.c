@@ -784,6 +784,10 @@ static int build_bpe(lunar_tokenizer_t *t, const cJSON *m, const char *path)
             if (t->byte_id[b] >= 0) t->flags[t->byte_id[b]] |= TK_F_BYTE;
         }
     }
+    for (int b = 0; b < 128; b++) {
+        char k = (char)b;
+        t->ascii_id[b] = tk_smap_get(&t->bpe, &k, 1);
+    }
     const char *unk = jstr(m, "unk_token");
     t->unk_model = unk ? tk_smap_get(&t->vocab, unk, strlen(unk)) : -1;
 

@@ -105,6 +105,7 @@ struct lunar_tokenizer {
     bool bytelevel, byte_fallback, fuse_unk, ignore_merges;
     int32_t unk_model;                 /* model's unk_token id or -1 */
     int32_t byte_id[256];              /* bytelevel: id of each single byte; else <0xXX> ids */
+    int32_t ascii_id[128];             /* not bytelevel: id of each one-character ASCII token */
 
     tk_added *added; size_t n_added;
     tk_trie trie_raw, trie_norm;
