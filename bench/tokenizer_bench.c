@@ -12,6 +12,7 @@
  * every run and the HF peer see the same bytes.
  */
 #include <cjson/cJSON.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,15 +140,18 @@ int main(int argc, char **argv)
         if (lunar_tokenizer_load(dir, &tok)) { fprintf(stderr, "%s: %s\n", name, lunar_errmsg()); continue; }
         double tload = now() - t0;
         size_t ntok = 0;
+        uint64_t sum = 0; /* h = h*1000003 + id + 1 over all ids in order, as tokenizer_hf.py */
         double best1 = 1e30, bestn = 1e30;
         for (int rep = 0; rep < 3; rep++) { /* pass 0 warms caches; best of the rest */
             ntok = 0;
+            sum = 0;
             t0 = now();
             for (size_t i = 0; i < ndocs; i++) {
                 int32_t *ids;
                 size_t n;
                 if (lunar_tokenizer_encode(tok, docs[i], lens[i], 0, &ids, &n)) { fprintf(stderr, "%s\n", lunar_errmsg()); return 1; }
                 ntok += n;
+                for (size_t k = 0; k < n; k++) sum = sum * 1000003u + (uint64_t)ids[k] + 1;
                 lunar_free(ids);
             }
             double t = now() - t0;
@@ -165,8 +169,8 @@ int main(int argc, char **argv)
         free(ids);
         free(ns);
         if (json)
-            printf("{\"tokenizer\":\"%s\",\"bytes\":%zu,\"docs\":%zu,\"tokens\":%zu,\"mbs_1\":%.3f,\"mbs_all\":%.3f,\"cores\":%ld,\"load_s\":%.3f}\n",
-                   name, total, ndocs, ntok, total / 1e6 / best1, total / 1e6 / bestn, cores, tload);
+            printf("{\"tokenizer\":\"%s\",\"bytes\":%zu,\"docs\":%zu,\"tokens\":%zu,\"checksum\":%llu,\"mbs_1\":%.3f,\"mbs_all\":%.3f,\"cores\":%ld,\"load_s\":%.3f}\n",
+                   name, total, ndocs, ntok, (unsigned long long)sum, total / 1e6 / best1, total / 1e6 / bestn, cores, tload);
         else
             printf("%-14s %12zu %14.2f %14.2f %10.2f\n", name, ntok, total / 1e6 / best1, total / 1e6 / bestn, tload);
         fflush(stdout);
