@@ -2,15 +2,16 @@
  * tokenizer/decode.c — ids back to text, and the streaming detokenizer.
  *
  * decode runs HF's decoder chain on the list of token strings (special tokens dropped first
- * when asked), each decoder a list -> list step exactly as in tokenizers' decode_chain, then
- * transformers' clean_up_tokenization when tokenizer_config asks for it.
+ * when asked), each decoder a list -> list step exactly as in tokenizers' decode_chain.
+ * tokenizer_config's clean_up_tokenization_spaces is not applied: transformers 5 ignores it
+ * for BPE tokenizers (it deletes real spaces before punctuation), and so do tokenizers and
+ * vLLM's detokenizer.
  *
  * The stream keeps an open window of ids and decodes only that window. A window is closed
  * (its text final) when its bytes end on a whole UTF-8 character (ByteLevel) or on a non-byte
  * token (ByteFallback, whose runs are judged whole by HF: a later bad byte turns the whole run
  * into U+FFFD). Effects that belong to the start of the text (Metaspace's first token, Strip
- * of the fused string) apply only while nothing has been committed, and clean-up is applied
- * on committed text up to a cut no clean-up pattern can straddle. That is what makes
+ * of the fused string) apply only while nothing has been committed. That is what makes
  * concat(pushes) + flush == decode(all ids) exact rather than approximately true.
  */
 #include "tokenizer/tok.h"
@@ -265,6 +266,14 @@ static int decode_impl(const lunar_tokenizer_t *t, const int32_t *ids, size_t n,
             rc = lunar_error(LUNAR_ERANGE, "tokenizer: id %d is outside the vocabulary (%zu ids)", id, t->n_ids);
             break;
         }
+        if (t->flags[id] & TK_F_DECNORM) { /* see TK_F_DECNORM in tok.h */
+            for (size_t k = 0; k < t->n_added; k++)
+                if (t->added[k].id == id) {
+                    rc = sl_add(&a, t->added[k].s, t->added[k].n);
+                    break;
+                }
+            continue;
+        }
         if (skip && (t->flags[id] & TK_F_SPECIAL)) continue;
         rc = sl_add(&a, t->strs.p + t->str_off[id], t->str_len[id]);
     }
@@ -300,30 +309,6 @@ int tk_decode_range(const lunar_tokenizer_t *t, const int32_t *ids, size_t n, bo
     return decode_impl(t, ids, n, skip_special, first ? DF_FIRST_TOKEN | DF_TEXT_START : 0, out, tail_open);
 }
 
-/* transformers' clean_up_tokenization, the same replacements in the same order */
-static const struct { const char *from, *to; } CLEANUP[] = {
-    { " .", "." }, { " ?", "?" }, { " !", "!" }, { " ,", "," }, { " ' ", "'" },
-    { " n't", "n't" }, { " 'm", "'m" }, { " 's", "'s" }, { " 've", "'ve" }, { " 're", "'re" },
-};
-
-void tk_cleanup_spaces(tk_buf *b, size_t from)
-{
-    for (size_t k = 0; k < sizeof CLEANUP / sizeof *CLEANUP; k++) {
-        size_t fl = strlen(CLEANUP[k].from), tl = strlen(CLEANUP[k].to), r = from, w = from;
-        while (r < b->n) {
-            if (r + fl <= b->n && !memcmp(b->p + r, CLEANUP[k].from, fl)) {
-                memmove(b->p + w, CLEANUP[k].to, tl);
-                w += tl;
-                r += fl;
-            } else {
-                b->p[w++] = b->p[r++];
-            }
-        }
-        b->n = w;
-        if (b->p) b->p[w] = 0;
-    }
-}
-
 int lunar_tokenizer_decode(const lunar_tokenizer_t *t, const int32_t *ids, size_t n, int skip_special, char **text,
                            size_t *len)
 {
@@ -335,7 +320,6 @@ int lunar_tokenizer_decode(const lunar_tokenizer_t *t, const int32_t *ids, size_
         free(out.p);
         return rc;
     }
-    if (t->cleanup) tk_cleanup_spaces(&out, 0);
     *text = out.p;
     if (len) *len = out.n;
     return 0;
@@ -346,7 +330,7 @@ struct lunar_detok {
     const lunar_tokenizer_t *t;
     bool skip, first_tok, first_text;
     tk_ivec win;   /* ids whose text is not final yet */
-    tk_buf raw;    /* final text held back for clean-up */
+    tk_buf raw;    /* final text not yet handed out */
     tk_buf out;    /* what the last call returned */
     tk_buf tmp;
 };
@@ -371,30 +355,12 @@ void lunar_detok_free(lunar_detok_t *d)
     free(d);
 }
 
-/* Where committed text may be cut for clean-up: no pattern (all start with a space and are at
- * most 4 bytes) may straddle the cut, so the 4 bytes before it hold no space or quote. */
-static size_t cleanup_cut(const tk_buf *r)
-{
-    size_t c = r->n;
-    while (c > 0) {
-        size_t bad = SIZE_MAX;
-        for (size_t i = c >= 4 ? c - 4 : 0; i < c; i++)
-            if (r->p[i] == ' ' || r->p[i] == '\'') bad = i;
-        if (bad == SIZE_MAX) return c;
-        c = bad; /* try cutting just before it */
-    }
-    return 0;
-}
-
-static int emit(lunar_detok_t *d, bool final, const char **text, size_t *len)
+static int emit(lunar_detok_t *d, const char **text, size_t *len)
 {
     d->out.n = 0;
-    size_t cut = final || !d->t->cleanup ? d->raw.n : cleanup_cut(&d->raw);
-    int rc = tk_buf_put(&d->out, d->raw.p ? d->raw.p : "", cut);
+    int rc = tk_buf_put(&d->out, d->raw.p ? d->raw.p : "", d->raw.n);
     if (rc) return rc;
-    if (d->t->cleanup) tk_cleanup_spaces(&d->out, 0);
-    memmove(d->raw.p, d->raw.p + cut, d->raw.n - cut);
-    d->raw.n -= cut;
+    d->raw.n = 0;
     *text = d->out.p;
     *len = d->out.n;
     return 0;
@@ -430,17 +396,17 @@ int lunar_detok_push(lunar_detok_t *d, int32_t id, const char **text, size_t *le
     *len = 0;
     if (id < 0 || (size_t)id >= t->n_ids || t->str_off[id] == UINT32_MAX)
         return lunar_error(LUNAR_ERANGE, "tokenizer: id %d is outside the vocabulary (%zu ids)", id, t->n_ids);
-    if (d->skip && (t->flags[id] & TK_F_SPECIAL)) return 0;
+    if (d->skip && (t->flags[id] & (TK_F_SPECIAL | TK_F_DECNORM)) == TK_F_SPECIAL) return 0;
     int rc = tk_ivec_push(&d->win, id);
     if (!rc) rc = commit(d, false);
-    if (!rc) rc = emit(d, false, text, len);
+    if (!rc) rc = emit(d, text, len);
     return rc;
 }
 
 int lunar_detok_flush(lunar_detok_t *d, const char **text, size_t *len)
 {
     int rc = commit(d, true);
-    if (!rc) rc = emit(d, true, text, len);
+    if (!rc) rc = emit(d, text, len);
     d->win.n = 0;
     d->raw.n = 0;
     d->first_tok = d->first_text = true;

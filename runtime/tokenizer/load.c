@@ -700,6 +700,7 @@ int tk_build_tries(lunar_tokenizer_t *t)
                 free(b.p);
                 return rc;
             }
+            if (b.n != a->n || memcmp(b.p, a->s, a->n)) t->flags[a->id] |= TK_F_DECNORM;
             free(a->s);
             a->s = b.p ? b.p : dupn("", 0);
             a->n = b.n;
@@ -975,7 +976,6 @@ int tk_load_configs(lunar_tokenizer_t *t, const char *dir)
     }
     t->add_bos = t->n_post_pre && t->post_pre[0] == t->bos && t->bos >= 0;
     t->add_eos = add_eos;
-    t->cleanup = jbool(cfg, "clean_up_tokenization_spaces", false);
 
     if ((rc = push_eos(t, t->eos))) goto out;
     const cJSON *ge = cJSON_GetObjectItemCaseSensitive(gen, "eos_token_id"), *it;

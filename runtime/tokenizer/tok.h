@@ -114,7 +114,6 @@ struct lunar_tokenizer {
     tk_pre *pres; size_t n_pres;
     tk_dec *decs; size_t n_decs; bool has_decoder;
     int32_t *post_pre, *post_suf; size_t n_post_pre, n_post_suf;
-    bool cleanup;                      /* clean_up_tokenization_spaces */
 
     tk_spm *spm;                       /* non-NULL for tokenizer.model */
 
@@ -127,7 +126,10 @@ struct lunar_tokenizer {
     tk_ctx **pool; size_t n_pool, cap_pool;
 };
 
-enum { TK_F_ADDED = 1, TK_F_SPECIAL = 2, TK_F_BYTE = 4 };
+/* TK_F_DECNORM: an added token with normalized=true whose content the normalizer changes
+ * (TinyStories' "<unk>" is stored as "▁<unk>"). HF's decode uses that normalized string for it
+ * and, since the string is not in its special set, never skips it; decode.c does the same. */
+enum { TK_F_ADDED = 1, TK_F_SPECIAL = 2, TK_F_BYTE = 4, TK_F_DECNORM = 8 };
 
 /* load.c */
 int tk_load_json(lunar_tokenizer_t *t, const char *path);
@@ -154,6 +156,5 @@ int tk_normalize(const lunar_tokenizer_t *t, const char *s, size_t n, tk_buf *ou
 /* decode.c */
 int tk_decode_range(const lunar_tokenizer_t *t, const int32_t *ids, size_t n, bool skip_special,
                     bool first, tk_buf *out, bool *tail_open);
-void tk_cleanup_spaces(tk_buf *b, size_t from);
 
 #endif

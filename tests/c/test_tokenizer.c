@@ -114,7 +114,9 @@ static int stream_matches(lunar_tokenizer_t *tok, const int32_t *ids, size_t n, 
  * add_bos_token for tokenizers whose template lacks bos (DeepSeek-V3), it maps a whole word
  * with an unknown character to one <unk> where HF keeps the known pieces, it matches
  * normalized added tokens without normalizing their content (HF prepends TinyStories' "▁"),
- * and its TextDecoder drops a leading U+FEFF. hf_*.json settle each of these. */
+ * its TextDecoder drops a leading U+FEFF, it applies clean_up_tokenization_spaces (Llama-3;
+ * tokenizers and transformers 5 do not) and it skips TinyStories' normalized special tokens
+ * when decoding (HF keeps them). hf_*.json settle each of these. */
 static bool lenml_skip(const char *name, const char *text, const int32_t *ref, size_t nref, int unk)
 {
     if (strstr(text, "\xef\xbb\xbf")) return true;
@@ -152,7 +154,9 @@ static void check_tokenizer(const char *name, const char *dir)
             const char *text = ctext(i, &len);
             int32_t *got;
             size_t n;
-            size_t nref = json_ids(cJSON_GetArrayItem(plain, i), ref, 65536);
+            const cJSON *rp = cJSON_GetArrayItem(plain, i);
+            if (cJSON_IsNull(rp)) continue; /* sentencepiece cannot judge texts with special tokens */
+            size_t nref = json_ids(rp, ref, 65536);
             if (lenml && lenml_skip(name, text, ref, nref, lunar_tokenizer_unk_id(tok))) continue;
             checked++;
             if (lunar_tokenizer_encode(tok, text, len, 0, &got, &n) == 0) {
@@ -161,23 +165,30 @@ static void check_tokenizer(const char *name, const char *dir)
                 char *s;
                 size_t sl;
                 const char *want = cJSON_GetArrayItem(dec, i)->valuestring;
-                if (lunar_tokenizer_decode(tok, ref, nref, 0, &s, &sl) == 0) {
+                if (lenml && !strcmp(name, "llama3")) want = NULL;
+                if (!want) {
+                } else if (lunar_tokenizer_decode(tok, ref, nref, 0, &s, &sl) == 0) {
                     if ((sl != strlen(want) || memcmp(s, want, sl)) && bad_dec++ < 3)
                         fprintf(stderr, "%s %s: text %d: decode \"%s\" want \"%s\"\n", kinds[k], name, i, s, want);
                     lunar_free(s);
                 } else bad_dec++;
                 lunar_free(got);
             } else bad_ids++;
+            if (!cJSON_IsArray(ids)) continue;
             nref = json_ids(cJSON_GetArrayItem(ids, i), ref, 65536);
             if (lunar_tokenizer_encode(tok, text, len, LUNAR_TOK_ADD_SPECIAL, &got, &n) == 0) {
-                /* @lenml ignores DeepSeek-V3's add_bos_token */
-                size_t off = lenml && !strcmp(name, "deepseek_v3") && n && got[0] == lunar_tokenizer_bos_id(tok);
+                /* DeepSeek-V3's tokenizer_config says add_bos_token, which transformers applies
+                 * by rebuilding the post-processor; `tokenizers` and @lenml read tokenizer.json
+                 * alone, whose post-processor adds nothing */
+                size_t off = !strcmp(name, "deepseek_v3") && n && got[0] == lunar_tokenizer_bos_id(tok);
                 if (!same_ids(got + off, n - off, ref, nref) && bad_sp++ < 3)
                     fprintf(stderr, "%s %s: text %d %.60s: ids with special tokens differ\n", kinds[k], name, i, text);
                 char *s;
                 size_t sl;
                 const char *want = cJSON_GetArrayItem(decs, i)->valuestring;
-                if (lunar_tokenizer_decode(tok, ref, nref, 1, &s, &sl) == 0) {
+                if (lenml && (!strcmp(name, "llama3") || !strcmp(name, "tinystories"))) want = NULL;
+                if (!want) {
+                } else if (lunar_tokenizer_decode(tok, ref, nref, 1, &s, &sl) == 0) {
                     if ((sl != strlen(want) || memcmp(s, want, sl)) && bad_skip++ < 3)
                         fprintf(stderr, "%s %s: text %d: decode(skip) \"%s\" want \"%s\"\n", kinds[k], name, i, s, want);
                     lunar_free(s);
