@@ -10,6 +10,8 @@
         figures (L: its --json lines). Each measurement runs in its own process so that
         RAYON_NUM_THREADS=1 really pins HF to one thread.
   run   DIR DOCS           (internal) one measurement process.
+  variants --spec tests/fixtures/tokenizer/variants.json --root R   builds R/v_<name>/tokenizer.json
+        from R/<base>/tokenizer.json for each synthetic variant (as test_tokenizer.c does).
 
 Token counts and an id checksum (h = h*1000003 + id + 1 mod 2^64 over all ids in order) are
 printed for both sides: equal checksums mean identical ids on the whole 10 MB corpus.
@@ -71,6 +73,8 @@ def ref(corpus_path, out, items):
             e["tokenizers"] = block(lambda t, s: tk.encode(t, add_special_tokens=s).ids,
                                     lambda ids, s: tk.decode(ids, skip_special_tokens=s), corpus)
         try:
+            if name.startswith("v_"):
+                raise RuntimeError("synthetic variant: no tokenizer_config, tokenizers is the reference")
             tf = transformers.AutoTokenizer.from_pretrained(d)
             e["transformers_class"] = type(tf).__name__
             e["transformers"] = block(lambda t, s: tf.encode(t, add_special_tokens=s),
@@ -166,6 +170,32 @@ def bench(docs_path, lunar_path, items):
         print("  json " + json.dumps({"tokenizer": name, "lunar": l, "hf": res}), flush=True)
 
 
+def variants(spec_path, root):
+    spec = json.load(open(spec_path, encoding="utf-8"))
+    for name, v in spec.items():
+        if name.startswith("_"):
+            continue
+        base = json.load(open(os.path.join(root, v["base"], "tokenizer.json"), encoding="utf-8"))
+        for k in ("normalizer", "pre_tokenizer", "post_processor", "decoder"):
+            if k in v:
+                base[k] = v[k]
+        vocab = base["model"]["vocab"]
+        nxt = max(max(vocab.values()), max((a["id"] for a in base["added_tokens"]), default=-1)) + 1
+        for a in v.get("added_tokens", []):
+            a = dict(a)
+            if a["content"] in vocab:
+                a["id"] = vocab[a["content"]]
+            else:
+                a["id"] = nxt
+                nxt += 1
+            base["added_tokens"].append(a)
+        d = os.path.join(root, "v_" + name)
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "tokenizer.json"), "w", encoding="utf-8") as f:
+            json.dump(base, f, ensure_ascii=False)
+        print(f"variant {name} -> {d}", flush=True)
+
+
 def main(argv):
     if len(argv) < 2:
         print(__doc__)
@@ -184,6 +214,8 @@ def main(argv):
         ref(opts["corpus"], opts["out"], pairs(items))
     elif cmd == "bench":
         bench(opts["corpus"], opts.get("lunar"), pairs(items))
+    elif cmd == "variants":
+        variants(opts["spec"], opts["root"])
     elif cmd == "run":
         run_one(items[0], items[1])
     else:

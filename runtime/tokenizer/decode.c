@@ -145,7 +145,7 @@ static uint32_t cp_at(const char *str, size_t n, size_t *len)
 }
 
 /* ---- the decoder chain ------------------------------------------------------------------ */
-enum { DF_FIRST_TOKEN = 1, DF_TEXT_START = 2 };
+enum { DF_FIRST_TOKEN = 1, DF_TEXT_START = 2, DF_TEXT_END = 4 };
 
 static int dec_step(const tk_dec *d, slist *in, slist *out, int fl, bool fused, bool *open)
 {
@@ -244,9 +244,11 @@ static int dec_step(const tk_dec *d, slist *in, slist *out, int fl, bool fused, 
         for (size_t i = 0; i < in->n && !rc; i++) {
             const char *s = SL_S(in, i);
             size_t a = 0, e = in->len[i];
+            /* after a Fuse the one string is the whole text: its start and end are the text's */
             bool at_start = !(fused && i == 0 && !(fl & DF_TEXT_START));
+            bool at_end = !(fused && i + 1 == in->n && !(fl & DF_TEXT_END));
             for (int k = 0; at_start && k < d->start && a + d->an <= e && !memcmp(s + a, d->a, d->an); k++) a += d->an;
-            for (int k = 0; k < d->stop && e >= a + d->an && !memcmp(s + e - d->an, d->a, d->an); k++) e -= d->an;
+            for (int k = 0; at_end && k < d->stop && e >= a + d->an && !memcmp(s + e - d->an, d->a, d->an); k++) e -= d->an;
             rc = sl_add(out, s + a, e - a);
         }
         return rc;
@@ -306,7 +308,8 @@ done:
 int tk_decode_range(const lunar_tokenizer_t *t, const int32_t *ids, size_t n, bool skip_special, bool first, tk_buf *out,
                     bool *tail_open)
 {
-    return decode_impl(t, ids, n, skip_special, first ? DF_FIRST_TOKEN | DF_TEXT_START : 0, out, tail_open);
+    return decode_impl(t, ids, n, skip_special, first ? DF_FIRST_TOKEN | DF_TEXT_START | DF_TEXT_END : DF_TEXT_END, out,
+                       tail_open);
 }
 
 int lunar_tokenizer_decode(const lunar_tokenizer_t *t, const int32_t *ids, size_t n, int skip_special, char **text,
@@ -315,7 +318,7 @@ int lunar_tokenizer_decode(const lunar_tokenizer_t *t, const int32_t *ids, size_
     tk_buf out = { 0 };
     *text = NULL;
     if (len) *len = 0;
-    int rc = decode_impl(t, ids, n, skip_special != 0, DF_FIRST_TOKEN | DF_TEXT_START, &out, NULL);
+    int rc = decode_impl(t, ids, n, skip_special != 0, DF_FIRST_TOKEN | DF_TEXT_START | DF_TEXT_END, &out, NULL);
     if (rc) {
         free(out.p);
         return rc;
@@ -355,12 +358,32 @@ void lunar_detok_free(lunar_detok_t *d)
     free(d);
 }
 
-static int emit(lunar_detok_t *d, const char **text, size_t *len)
+/* A Strip with stop > 0 after a Fuse removes content at the end of the whole text, which a
+ * stream only knows at flush: until then that many trailing copies of it are held back. */
+static size_t end_strip(const lunar_detok_t *d, const tk_buf *r, int max)
 {
+    const tk_dec *st = NULL;
+    bool fused = false;
+    for (size_t k = 0; k < d->t->n_decs; k++) {
+        const tk_dec *x = &d->t->decs[k];
+        if (x->type == TK_D_FUSE || x->type == TK_D_BYTELEVEL) fused = true;
+        if (x->type == TK_D_STRIP && fused && x->stop > 0) st = x;
+    }
+    size_t e = r->n;
+    for (int k = 0; st && k < (max < 0 ? st->stop : max) && e >= st->an && !memcmp(r->p + e - st->an, st->a, st->an); k++)
+        e -= st->an;
+    return r->n - e;
+}
+
+static int emit(lunar_detok_t *d, bool final, const char **text, size_t *len)
+{
+    size_t hold = end_strip(d, &d->raw, -1);
     d->out.n = 0;
-    int rc = tk_buf_put(&d->out, d->raw.p ? d->raw.p : "", d->raw.n);
+    int rc = tk_buf_put(&d->out, d->raw.p ? d->raw.p : "", d->raw.n - hold);
     if (rc) return rc;
-    d->raw.n = 0;
+    if (final) hold = 0; /* stripped: decode(all) ends without them */
+    memmove(d->raw.p, d->raw.p + d->raw.n - hold, hold);
+    d->raw.n = hold;
     *text = d->out.p;
     *len = d->out.n;
     return 0;
@@ -399,14 +422,14 @@ int lunar_detok_push(lunar_detok_t *d, int32_t id, const char **text, size_t *le
     if (d->skip && (t->flags[id] & (TK_F_SPECIAL | TK_F_DECNORM)) == TK_F_SPECIAL) return 0;
     int rc = tk_ivec_push(&d->win, id);
     if (!rc) rc = commit(d, false);
-    if (!rc) rc = emit(d, text, len);
+    if (!rc) rc = emit(d, false, text, len);
     return rc;
 }
 
 int lunar_detok_flush(lunar_detok_t *d, const char **text, size_t *len)
 {
     int rc = commit(d, true);
-    if (!rc) rc = emit(d, text, len);
+    if (!rc) rc = emit(d, true, text, len);
     d->win.n = 0;
     d->raw.n = 0;
     d->first_tok = d->first_text = true;

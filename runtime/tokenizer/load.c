@@ -661,18 +661,32 @@ static int parse_post(lunar_tokenizer_t *t, const cJSON *n, const char *path)
     return rc ? rc : post_add(&t->post_suf, &t->n_post_suf, suf, nsuf, false);
 }
 
-static int parse_added(lunar_tokenizer_t *t, const cJSON *arr)
+/* Added tokens. As in HF's AddedVocabulary::add_tokens, a token whose content is already in
+ * the model's vocab takes that id (the file's "id" is only what it expects). */
+static int parse_added(lunar_tokenizer_t *t, const cJSON *arr, const cJSON *vocab)
 {
     const cJSON *it;
     size_t n = (size_t)cJSON_GetArraySize(arr);
     t->added = calloc(n ? n : 1, sizeof *t->added);
     if (!t->added) return lunar_error(LUNAR_ENOMEM, "tokenizer: out of memory");
+    tk_smap model = { 0 }; /* keys are the cJSON strings, alive until the load ends */
+    cJSON_ArrayForEach(it, vocab) {
+        int rc = tk_smap_put(&model, it->string, strlen(it->string), it->valueint);
+        if (rc) {
+            tk_smap_free(&model);
+            return rc;
+        }
+    }
     cJSON_ArrayForEach(it, arr) {
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "id");
         const char *c = jstr(it, "content");
-        if (!cJSON_IsNumber(id) || !c) return lunar_error(LUNAR_EFORMAT, "tokenizer.json: added token without id/content");
+        if (!cJSON_IsNumber(id) || !c) {
+            tk_smap_free(&model);
+            return lunar_error(LUNAR_EFORMAT, "tokenizer.json: added token without id/content");
+        }
         tk_added *a = &t->added[t->n_added++];
-        a->id = id->valueint;
+        int32_t in_model = tk_smap_get(&model, c, strlen(c));
+        a->id = in_model >= 0 ? in_model : id->valueint;
         a->n = strlen(c);
         a->s = dupn(c, a->n);
         a->special = jbool(it, "special", false);
@@ -681,9 +695,13 @@ static int parse_added(lunar_tokenizer_t *t, const cJSON *arr)
         a->single_word = jbool(it, "single_word", false);
         a->normalized = jbool(it, "normalized", !a->special);
         int rc = tk_set_token(t, a->id, c, a->n);
-        if (rc) return rc;
+        if (rc) {
+            tk_smap_free(&model);
+            return rc;
+        }
         t->flags[a->id] |= TK_F_ADDED | (a->special ? TK_F_SPECIAL : 0);
     }
+    tk_smap_free(&model);
     return 0;
 }
 
@@ -846,7 +864,8 @@ int tk_load_json(lunar_tokenizer_t *t, const char *path)
         !(rc = parse_decoder(t, cJSON_GetObjectItemCaseSensitive(j, "decoder"), path)) &&
         !(rc = parse_post(t, cJSON_GetObjectItemCaseSensitive(j, "post_processor"), path)) &&
         !(rc = parse_vocab(t, m, path)) &&
-        !(rc = parse_added(t, cJSON_GetObjectItemCaseSensitive(j, "added_tokens"))) &&
+        !(rc = parse_added(t, cJSON_GetObjectItemCaseSensitive(j, "added_tokens"),
+                           cJSON_GetObjectItemCaseSensitive(m, "vocab"))) &&
         !(rc = tk_build_vocab_map(t)) && !(rc = build_bpe(t, m, path)))
         rc = tk_build_tries(t);
     if (!rc)
