@@ -254,7 +254,7 @@ static bool self_stable(uint32_t cp, int opt)
 {
     utf8proc_int32_t buf[32];
     int last = 0;
-    utf8proc_ssize_t n = utf8proc_decompose_char((utf8proc_int32_t)cp, buf, 32, (utf8proc_option_t)(opt & ~UTF8PROC_COMPOSE), &last);
+    utf8proc_ssize_t n = utf8proc_decompose_char((utf8proc_int32_t)cp, buf, 32, (utf8proc_option_t)((opt & ~UTF8PROC_COMPOSE) | UTF8PROC_DECOMPOSE), &last);
     if (n < 0 || n > 32) return false;
     if (opt & UTF8PROC_COMPOSE) n = utf8proc_normalize_utf32(buf, n, (utf8proc_option_t)opt);
     return n == 1 && (uint32_t)buf[0] == cp;
@@ -337,7 +337,9 @@ static int norm_one(const tk_norm *nm, tk_ctx *c, pcre2_match_data *md, const ch
             int l;
             uint32_t cp = u8cp(s + i, &l);
             i += (size_t)l;
-            rc = put_cp(out, (uint32_t)utf8proc_tolower((utf8proc_int32_t)cp));
+            /* Rust's char::to_lowercase: one-to-one except U+0130, whose lowercase is "i̇" */
+            if (cp == 0x130) rc = tk_buf_put(out, "i\xcc\x87", 3);
+            else rc = put_cp(out, (uint32_t)utf8proc_tolower((utf8proc_int32_t)cp));
         }
         return rc;
     case TK_N_PREPEND:

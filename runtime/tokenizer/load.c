@@ -472,6 +472,10 @@ static int parse_prepend_scheme(const cJSON *o)
     return jbool(o, "add_prefix_space", true) ? TK_PREPEND_ALWAYS : TK_PREPEND_NEVER;
 }
 
+#define RUST_W_INNER "\\p{L}\\p{Nl}\\p{M}\\p{Nd}\\p{Pc}\\x{200C}\\x{200D}"
+#define RUST_W "[" RUST_W_INNER "]"
+#define RUST_WS_INNER "\\t-\\r \\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
+
 /* The GPT-2 pattern the ByteLevel pre-tokenizer splits with when use_regex is true. */
 static const char GPT2_RE[] =
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
@@ -514,15 +518,18 @@ static int parse_pre(lunar_tokenizer_t *t, const cJSON *n, const char *path)
         return regex_pre(t, GPT2_RE, TK_B_ISOLATED, false, "ByteLevel pre-tokenizer");
     }
     if (!strcmp(type, "Digits"))
-        return regex_pre(t, jbool(n, "individual_digits", false) ? "[0-9]" : "[0-9]+", TK_B_ISOLATED, false,
+        /* Rust's char::is_numeric: Unicode Nd, Nl and No */
+        return regex_pre(t, jbool(n, "individual_digits", false) ? "\\p{N}" : "\\p{N}+", TK_B_ISOLATED, false,
                          "Digits pre-tokenizer");
     if (!strcmp(type, "Punctuation")) {
         int beh = parse_behavior(n, TK_B_ISOLATED, path);
         if (beh < 0) return beh;
         return regex_pre(t, "[\\p{P}!-/:-@\\[-`{-~]", beh, false, "Punctuation pre-tokenizer");
     }
-    if (!strcmp(type, "Whitespace")) return regex_pre(t, "\\w+|[^\\w\\s]+", TK_B_REMOVED, true, "Whitespace");
-    if (!strcmp(type, "WhitespaceSplit")) return regex_pre(t, "\\s+", TK_B_REMOVED, false, "WhitespaceSplit");
+    /* HF writes these with Rust's regex crate / char::is_whitespace, whose \\w holds marks and
+     * whose whitespace is White_Space: PCRE2's \\w and \\s differ, so the classes are spelled out */
+    if (!strcmp(type, "Whitespace")) return regex_pre(t, RUST_W "+|[^" RUST_W_INNER RUST_WS_INNER "]+", TK_B_REMOVED, true, "Whitespace");
+    if (!strcmp(type, "WhitespaceSplit")) return regex_pre(t, "[" RUST_WS_INNER "]+", TK_B_REMOVED, false, "WhitespaceSplit");
     if (!strcmp(type, "Metaspace")) {
         const char *r = jstr(n, "replacement");
         tk_pre pr = { .type = TK_P_METASPACE, .prepend_scheme = parse_prepend_scheme(n),
