@@ -382,7 +382,7 @@ static int emit(lunar_detok_t *d, bool final, const char **text, size_t *len)
     int rc = tk_buf_put(&d->out, d->raw.p ? d->raw.p : "", d->raw.n - hold);
     if (rc) return rc;
     if (final) hold = 0; /* stripped: decode(all) ends without them */
-    memmove(d->raw.p, d->raw.p + d->raw.n - hold, hold);
+    if (hold) memmove(d->raw.p, d->raw.p + d->raw.n - hold, hold);
     d->raw.n = hold;
     *text = d->out.p;
     *len = d->out.n;

@@ -233,14 +233,14 @@ static bool is_ws(uint32_t c)
            (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
 }
 
-/* Rust's char::is_alphanumeric: Alphabetic or Numeric; letters, marks that are alphabetic and
- * numbers approximate it well enough for single_word's boundary test. */
-static bool is_alnum(uint32_t c)
+/* Rust regex's \\w, which HF's single_word test uses: Alphabetic, marks, decimal digits,
+ * connector punctuation and the joiners (letters and letter numbers stand for Alphabetic). */
+static bool is_word(uint32_t c)
 {
-    if (c < 0x80) return (c >= '0' && c <= '9') || ((c | 32) >= 'a' && (c | 32) <= 'z');
+    if (c < 0x80) return (c >= '0' && c <= '9') || ((c | 32) >= 'a' && (c | 32) <= 'z') || c == '_';
+    if (c == 0x200C || c == 0x200D) return true;
     utf8proc_category_t k = utf8proc_category((utf8proc_int32_t)c);
-    return (k >= UTF8PROC_CATEGORY_LU && k <= UTF8PROC_CATEGORY_LO) ||
-           (k >= UTF8PROC_CATEGORY_ND && k <= UTF8PROC_CATEGORY_NO);
+    return (k >= UTF8PROC_CATEGORY_LU && k <= UTF8PROC_CATEGORY_NL) || k == UTF8PROC_CATEGORY_PC;
 }
 
 /* ---- normalizers --------------------------------------------------------------------- */
@@ -793,8 +793,8 @@ static int split_added(const lunar_tokenizer_t *t, tk_ctx *c, const tk_trie *tr,
         if ((flags & LUNAR_TOK_SPLIT_SPECIAL) && a->special) continue;
         if (a->single_word) {
             int l;
-            bool sw = ms == 0 || !is_alnum(u8last(s, ms, &l));
-            bool ew = me == n || !is_alnum(u8cp(s + me, &l));
+            bool sw = ms == 0 || !is_word(u8last(s, ms, &l));
+            bool ew = me == n || !is_word(u8cp(s + me, &l));
             if (!sw || !ew) continue;
         }
         if (a->lstrip) {

@@ -57,6 +57,7 @@ int tk_ivec_push(tk_ivec *v, int32_t x)
 
 int tk_ivec_append(tk_ivec *v, const int32_t *x, size_t n)
 {
+    if (!n) return 0;
     if (v->n + n > v->cap) {
         size_t cap = v->cap ? v->cap : 64;
         while (cap < v->n + n) cap *= 2;

@@ -1,6 +1,6 @@
 -- lunar.tokenizer from Lua: the binding's conventions (1-based arrays of 0-based ids, nil+err,
 -- options tables) on the shared stories260K model, whose ids are checked against Hugging Face
--- in tests/c/test_tokenizer.c; here the reference is its fixture file.
+-- in tests/c/test_tokenizer.c; here the reference is its fixture from Python tokenizers.
 local T = require "lunar.tokenizer"
 local cjson = require "cjson"
 
@@ -18,7 +18,7 @@ end
 describe("lunar.tokenizer", function()
   local tok = assert(T.load(dir))
   local corpus = cjson.decode(read(src .. "/tests/fixtures/tokenizer/corpus.json"))
-  local ref = cjson.decode(read(src .. "/tests/fixtures/tokenizer/lenml_stories260k.json"))
+  local ref = cjson.decode(read(src .. "/tests/fixtures/tokenizer/hf_stories260k.json"))
 
   it("loads a folder and exposes its special tokens", function()
     assert.are.equal(1, tok.bos_id)
