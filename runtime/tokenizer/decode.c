@@ -50,6 +50,10 @@ static int sl_cat(slist *l, const char *s, size_t n)
 }
 
 static void sl_clear(slist *l) { l->n = 0; l->d.n = 0; }
+
+/* Buffers one decode needs; a stream keeps its own so that pushing an id allocates nothing
+ * once they have grown. */
+typedef struct { slist a, b; tk_buf bytes, txt, run; } dscratch;
 static void sl_free(slist *l) { free(l->d.p); free(l->off); free(l->len); }
 #define SL_S(l, i) ((l)->d.p + (l)->off[i])
 
@@ -147,61 +151,60 @@ static uint32_t cp_at(const char *str, size_t n, size_t *len)
 /* ---- the decoder chain ------------------------------------------------------------------ */
 enum { DF_FIRST_TOKEN = 1, DF_TEXT_START = 2, DF_TEXT_END = 4 };
 
-static int dec_step(const tk_dec *d, slist *in, slist *out, int fl, bool fused, bool *open)
+static int dec_step(const tk_dec *d, dscratch *x, slist *in, slist *out, int fl, bool fused, bool *open)
 {
     int rc = 0;
     sl_clear(out);
     switch (d->type) {
     case TK_D_BYTELEVEL: {
-        tk_buf bytes = { 0 };
+        tk_buf *bytes = &x->bytes;
+        bytes->n = 0;
         for (size_t i = 0; i < in->n && !rc; i++) {
             const char *s = SL_S(in, i);
-            size_t n = in->len[i], start = bytes.n;
+            size_t n = in->len[i], start = bytes->n;
             bool all = true;
             for (size_t k = 0; k < n && all;) {
                 size_t l;
                 int b = bl_byte(cp_at(s + k, n - k, &l));
                 if (b < 0) all = false;
-                else { char c = (char)b; rc = tk_buf_put(&bytes, &c, 1); }
+                else { char c = (char)b; rc = tk_buf_put(bytes, &c, 1); }
                 k += l;
             }
             if (!all) {
-                bytes.n = start;
-                rc = tk_buf_put(&bytes, s, n);
+                bytes->n = start;
+                rc = tk_buf_put(bytes, s, n);
             }
         }
         if (!rc) rc = sl_add(out, "", 0);
         if (!rc) {
-            tk_buf txt = { 0 };
-            rc = lossy(&txt, bytes.p ? bytes.p : "", bytes.n, open);
-            if (!rc) rc = sl_cat(out, txt.p ? txt.p : "", txt.n);
-            free(txt.p);
+            x->txt.n = 0;
+            rc = lossy(&x->txt, bytes->p ? bytes->p : "", bytes->n, open);
+            if (!rc) rc = sl_cat(out, x->txt.p ? x->txt.p : "", x->txt.n);
         }
-        free(bytes.p);
         return rc;
     }
     case TK_D_BYTEFALLBACK: {
-        tk_buf run = { 0 };
+        tk_buf *run = &x->run;
+        run->n = 0;
         size_t nrun = 0;
         for (size_t i = 0; i <= in->n && !rc; i++) {
             int b = i < in->n ? byte_token(SL_S(in, i), in->len[i]) : -1;
             if (b >= 0) {
                 char c = (char)b;
-                rc = tk_buf_put(&run, &c, 1);
+                rc = tk_buf_put(run, &c, 1);
                 nrun++;
                 continue;
             }
             if (nrun) {
-                if (valid_utf8(run.p, run.n)) rc = sl_add(out, run.p, run.n);
+                if (valid_utf8(run->p, run->n)) rc = sl_add(out, run->p, run->n);
                 else
                     for (size_t k = 0; k < nrun && !rc; k++) rc = sl_add(out, REPL, 3);
-                run.n = 0;
+                run->n = 0;
                 nrun = 0;
             }
             if (i < in->n && !rc) rc = sl_add(out, SL_S(in, i), in->len[i]);
         }
         if (open && in->n && byte_token(SL_S(in, in->n - 1), in->len[in->n - 1]) >= 0) *open = true;
-        free(run.p);
         return rc;
     }
     case TK_D_FUSE:
@@ -256,10 +259,21 @@ static int dec_step(const tk_dec *d, slist *in, slist *out, int fl, bool fused, 
     return 0;
 }
 
-static int decode_impl(const lunar_tokenizer_t *t, const int32_t *ids, size_t n, bool skip, int fl, tk_buf *out,
-                       bool *open)
+static void dscratch_free(dscratch *x)
 {
-    slist a = { 0 }, b = { 0 };
+    sl_free(&x->a);
+    sl_free(&x->b);
+    free(x->bytes.p);
+    free(x->txt.p);
+    free(x->run.p);
+}
+
+static int decode_impl(const lunar_tokenizer_t *t, dscratch *x, const int32_t *ids, size_t n, bool skip, int fl,
+                       tk_buf *out, bool *open)
+{
+    slist *a = &x->a;
+    sl_clear(&x->a);
+    sl_clear(&x->b);
     int rc = 0;
     if (open) *open = false;
     for (size_t i = 0; i < n && !rc; i++) {
@@ -271,15 +285,15 @@ static int decode_impl(const lunar_tokenizer_t *t, const int32_t *ids, size_t n,
         if (t->flags[id] & TK_F_DECNORM) { /* see TK_F_DECNORM in tok.h */
             for (size_t k = 0; k < t->n_added; k++)
                 if (t->added[k].id == id) {
-                    rc = sl_add(&a, t->added[k].s, t->added[k].n);
+                    rc = sl_add(a, t->added[k].s, t->added[k].n);
                     break;
                 }
             continue;
         }
         if (skip && (t->flags[id] & TK_F_SPECIAL)) continue;
-        rc = sl_add(&a, t->strs.p + t->str_off[id], t->str_len[id]);
+        rc = sl_add(a, t->strs.p + t->str_off[id], t->str_len[id]);
     }
-    slist *in = &a, *tmp = &b;
+    slist *in = &x->a, *tmp = &x->b;
     bool fused = false;
     if (!t->has_decoder && !rc) {
         for (size_t i = 0; i < in->n && !rc; i++) {
@@ -290,26 +304,17 @@ static int decode_impl(const lunar_tokenizer_t *t, const int32_t *ids, size_t n,
     }
     for (size_t k = 0; k < t->n_decs && !rc; k++) {
         bool o = false;
-        rc = dec_step(&t->decs[k], in, tmp, fl, fused, &o);
+        rc = dec_step(&t->decs[k], x, in, tmp, fl, fused, &o);
         if (o && open) *open = true;
         if (t->decs[k].type == TK_D_FUSE || t->decs[k].type == TK_D_BYTELEVEL) fused = true;
-        slist *x = in;
+        slist *sw = in;
         in = tmp;
-        tmp = x;
+        tmp = sw;
     }
     for (size_t i = 0; i < in->n && !rc; i++) rc = tk_buf_put(out, SL_S(in, i), in->len[i]);
 done:
     if (!rc && !out->p) rc = tk_buf_put(out, "", 0);
-    sl_free(&a);
-    sl_free(&b);
     return rc;
-}
-
-int tk_decode_range(const lunar_tokenizer_t *t, const int32_t *ids, size_t n, bool skip_special, bool first, tk_buf *out,
-                    bool *tail_open)
-{
-    return decode_impl(t, ids, n, skip_special, first ? DF_FIRST_TOKEN | DF_TEXT_START | DF_TEXT_END : DF_TEXT_END, out,
-                       tail_open);
 }
 
 int lunar_tokenizer_decode(const lunar_tokenizer_t *t, const int32_t *ids, size_t n, int skip_special, char **text,
@@ -318,7 +323,9 @@ int lunar_tokenizer_decode(const lunar_tokenizer_t *t, const int32_t *ids, size_
     tk_buf out = { 0 };
     *text = NULL;
     if (len) *len = 0;
-    int rc = decode_impl(t, ids, n, skip_special != 0, DF_FIRST_TOKEN | DF_TEXT_START | DF_TEXT_END, &out, NULL);
+    dscratch x = { 0 };
+    int rc = decode_impl(t, &x, ids, n, skip_special != 0, DF_FIRST_TOKEN | DF_TEXT_START | DF_TEXT_END, &out, NULL);
+    dscratch_free(&x);
     if (rc) {
         free(out.p);
         return rc;
@@ -335,7 +342,8 @@ struct lunar_detok {
     tk_ivec win;   /* ids whose text is not final yet */
     tk_buf raw;    /* final text not yet handed out */
     tk_buf out;    /* what the last call returned */
-    tk_buf tmp;
+    tk_buf tmp, pre;
+    dscratch x;
 };
 
 int lunar_detok_create(const lunar_tokenizer_t *t, int skip_special, lunar_detok_t **out)
@@ -355,6 +363,8 @@ void lunar_detok_free(lunar_detok_t *d)
     free(d->raw.p);
     free(d->out.p);
     free(d->tmp.p);
+    free(d->pre.p);
+    dscratch_free(&d->x);
     free(d);
 }
 
@@ -394,18 +404,17 @@ static int commit(lunar_detok_t *d, bool final)
     bool open = false;
     d->tmp.n = 0;
     int fl = (d->first_tok ? DF_FIRST_TOKEN : 0) | (d->first_text ? DF_TEXT_START : 0);
-    int rc = decode_impl(d->t, d->win.p, d->win.n, d->skip, fl, &d->tmp, &open);
+    int rc = decode_impl(d->t, &d->x, d->win.p, d->win.n, d->skip, fl, &d->tmp, &open);
     if (rc) return rc;
     if (open && !final) return 0;
     if ((rc = tk_buf_put(&d->raw, d->tmp.p, d->tmp.n))) return rc;
     if (d->first_text && d->win.n) {
         /* the text has started once the window holds text before the start-only strip: a
          * Strip that ate the window's only character has still done its work */
-        tk_buf pre = { 0 };
-        rc = decode_impl(d->t, d->win.p, d->win.n, d->skip, fl & ~DF_TEXT_START, &pre, NULL);
-        if (!rc && pre.n) d->first_text = false;
-        free(pre.p);
+        d->pre.n = 0;
+        rc = decode_impl(d->t, &d->x, d->win.p, d->win.n, d->skip, fl & ~DF_TEXT_START, &d->pre, NULL);
         if (rc) return rc;
+        if (d->pre.n) d->first_text = false;
     }
     if (d->win.n) d->first_tok = false;
     d->win.n = 0;

@@ -3,7 +3,7 @@
  *   load.c    tokenizer.json / configs -> this struct
  *   spm.c     sentencepiece tokenizer.model (protobuf) -> the same struct, sp-style BPE
  *   encode.c  added tokens, normalizers, pre-tokenizers, BPE, post-processor, batch threads
- *   decode.c  decoder chain, skip_special, clean-up, streaming detokenizer
+ *   decode.c  decoder chain, skip_special, streaming detokenizer
  *
  * Everything is built once at load and read-only afterwards; per-call scratch lives in a
  * tk_ctx taken from a mutex-guarded pool so encode never allocates on a warm path.
@@ -152,9 +152,5 @@ void tk_ctx_put(const lunar_tokenizer_t *t, tk_ctx *c);
 void tk_ctx_free(tk_ctx *c);
 int tk_utf8_check(const char *s, size_t n, size_t *bad);
 int tk_normalize(const lunar_tokenizer_t *t, const char *s, size_t n, tk_buf *out);
-
-/* decode.c */
-int tk_decode_range(const lunar_tokenizer_t *t, const int32_t *ids, size_t n, bool skip_special,
-                    bool first, tk_buf *out, bool *tail_open);
 
 #endif
