@@ -75,6 +75,10 @@ int lunar_cuda_driver_version(void);
 #ifdef __cplusplus
 }
 #endif
+
+/* ---- modules ---- */
+#include "lunar/model.h"
+#include "lunar/engine.h"
 #include "lunar/tokenizer.h"
 
 #endif /* LUNAR_H */

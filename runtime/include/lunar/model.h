@@ -131,8 +131,16 @@ typedef struct lunar_load_options {
     const char *dtype;        /* "auto" | "float16" | "bfloat16" | "float32" (NULL = auto) */
     const char *load_format;  /* "auto" | "safetensors" | "pt" | "dummy" (NULL = auto) */
     uint64_t seed;            /* dummy weights' seed */
-    int config_only;          /* parse config.json and list tensors; map no weight data */
+    int config_only;          /* parse config.json and list tensors; no dtype conversion and
+                               * no dummy data (tensor data NULL for dummy; files stay mapped
+                               * lazily, so no weight byte is read) */
 } lunar_load_options_t;
+
+/* The dtype to pass as lunar_load_options_t.dtype for a --dtype flag: "auto" is the config's
+ * torch_dtype, except that a float32 checkpoint runs in bfloat16 on a GPU (as vLLM does),
+ * which is logged. Other flags map to themselves ("half" -> "float16"). Static string, or NULL
+ * for an unknown flag. */
+const char *lunar_model_resolve_dtype(const char *flag, const lunar_model_config_t *c, int on_gpu);
 
 /* Loads the folder `dir`. On success *out owns every tensor; free with lunar_model_free().
  * Errors name the file and, where one is at fault, the tensor. */
@@ -146,9 +154,87 @@ int lunar_model_tensor_count(const lunar_model_t *m);
 const lunar_tensor_t *lunar_model_tensor(const lunar_model_t *m, int i);
 /* The dtype weights are held in after --dtype is applied. */
 lunar_dtype_t lunar_model_dtype(const lunar_model_t *m);
+/* The weight files, in load order (none for dummy weights): path (owned by the model) and
+ * size in bytes, for `lunar inspect`. NULL past the end. */
+int lunar_model_file_count(const lunar_model_t *m);
+const char *lunar_model_file(const lunar_model_t *m, int i, uint64_t *size);
+/* "safetensors", "pt" or "dummy": where the weights came from. Static string. */
+const char *lunar_model_format(const lunar_model_t *m);
 
 /* Parses only config.json text (no folder needed): for tests and `lunar memory`. */
 int lunar_config_parse(const char *json, size_t len, const char *what, lunar_model_config_t *out);
+
+/* ---- parameter counts and the memory plan (`lunar inspect`, `lunar memory`) ------------ */
+
+enum {
+    LUNAR_PARAM_EMBED = 0, LUNAR_PARAM_ATTENTION, LUNAR_PARAM_MLP, LUNAR_PARAM_ROUTER,
+    LUNAR_PARAM_EXPERTS, LUNAR_PARAM_NORM, LUNAR_PARAM_LM_HEAD, LUNAR_PARAM_GROUPS
+};
+
+/* Parameters as transformers counts them (a tied lm_head is the embedding: counted once),
+ * by group, from the config alone. `active` is what one token reads: for MoE, experts
+ * count num_experts_per_tok / num_experts of their total. */
+typedef struct lunar_param_count {
+    uint64_t group[LUNAR_PARAM_GROUPS];
+    uint64_t total;
+    uint64_t active;
+} lunar_param_count_t;
+int lunar_param_count(const lunar_model_config_t *c, lunar_param_count_t *out);
+
+/* Checks that tensor parallelism `tp` and pipeline parallelism `pp` divide the model: heads,
+ * kv heads (tp > kv_heads replicates kv heads, as vLLM does, when tp is a multiple of them),
+ * intermediate sizes, vocab, layers >= pp. The error says exactly what to change. When kv
+ * heads are replicated *note (may be NULL) gets a sentence saying so, else "". */
+int lunar_parallel_check(const lunar_model_config_t *c, int tp, int pp, char *note, size_t note_cap);
+
+#define LUNAR_MAX_PP 64
+
+typedef struct lunar_memory_options {
+    int tensor_parallel_size;        /* 1 */
+    int pipeline_parallel_size;      /* 1 */
+    int max_model_len;               /* 0 = config's max_position_embeddings */
+    int max_num_seqs;                /* 0 = 256 */
+    int max_num_batched_tokens;      /* 0 = 8192 (vllm serve's default with chunked prefill) */
+    int block_size;                  /* 0 = 16 */
+    lunar_dtype_t dtype;             /* weights and activations */
+    lunar_dtype_t kv_dtype;          /* KV cache */
+    uint64_t gpu_memory_bytes;       /* per GPU; 0 = unknown (no KV sizing) */
+    double gpu_memory_utilization;   /* 0 = 0.9 */
+    uint64_t kv_cache_memory_bytes;  /* > 0: the KV cache gets exactly this, per GPU */
+    int enforce_eager;               /* no CUDA graphs */
+} lunar_memory_options_t;
+
+/* The memory plan of one model on tp x pp GPUs. Exact figures: weights (parameter bytes,
+ * split as TP/PP split them) and KV bytes per token. Estimates (see memory.c and
+ * `lunar memory --help`): activations, CUDA graph pool, cuBLAS workspace, NCCL buffers.
+ * Per-GPU figures are for the fullest GPU (the stage with the most bytes). */
+typedef struct lunar_memory_plan {
+    int tp, pp, max_model_len, max_num_seqs, max_num_batched_tokens, block_size;
+    int kv_heads_per_gpu;            /* after replication */
+    int kv_replicated;               /* tp > num_kv_heads */
+    int stages;                      /* = pp */
+    int stage_first_layer[LUNAR_MAX_PP], stage_layers[LUNAR_MAX_PP];
+    uint64_t stage_weight_bytes[LUNAR_MAX_PP];   /* per GPU of each stage */
+    uint64_t params_total;           /* whole model (transformers' count) */
+    uint64_t weight_bytes_total;     /* whole model, all GPUs together, without replication */
+    uint64_t weight_bytes;           /* per GPU (the fullest) */
+    uint64_t kv_bytes_per_token_total;  /* 2 x layers x kv_heads x head_dim x bytes, whole model */
+    uint64_t kv_bytes_per_token;     /* per GPU (the stage with the most layers) */
+    uint64_t activation_bytes;       /* estimate: peak of one step at max_num_batched_tokens */
+    uint64_t cuda_graph_bytes;       /* estimate; 0 with enforce_eager */
+    uint64_t cublas_workspace_bytes;
+    uint64_t nccl_bytes;             /* estimate; 0 on one GPU */
+    /* KV sizing: only when gpu_memory_bytes (or kv_cache_memory_bytes) was given */
+    uint64_t gpu_memory_bytes;
+    double gpu_memory_utilization;
+    int64_t kv_cache_bytes;          /* available for the KV cache per GPU (negative: short by) */
+    uint64_t kv_cache_tokens;        /* rounded down to whole blocks */
+    uint64_t kv_cache_blocks;
+    double max_concurrency;          /* kv_cache_tokens / max_model_len */
+    int sized;                       /* KV figures are filled */
+} lunar_memory_plan_t;
+
+int lunar_memory_plan(const lunar_model_config_t *c, const lunar_memory_options_t *o, lunar_memory_plan_t *out);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,230 @@
+/*
+ * cpu_ops.c — the CPU backend's ops (see ops.h): f32 math over f32/f16/bf16 weights.
+ *
+ * Parallel over the pool's threads; inner loops are written with GCC vector extensions so
+ * they vectorise at -O2 on any x86-64 (SSE2) and, through target_clones, use AVX2+FMA where
+ * the CPU has them. Each output element is computed by one thread in a fixed order, so a
+ * row's result never depends on what else is in the batch: a sequence gives the same logits
+ * alone or batched, bit for bit.
+ */
+#include "runner/ops.h"
+
+#include <math.h>
+#include <string.h>
+
+void dtype_convert(lunar_dtype_t to, void *dst, lunar_dtype_t from, const void *src, size_t n);
+
+typedef float v8f __attribute__((vector_size(32)));
+
+#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+#define CLONES __attribute__((target_clones("arch=haswell", "default")))
+#else
+#define CLONES
+#endif
+
+CLONES static float dot(const float *a, const float *b, int n)
+{
+    v8f s0 = {0}, s1 = {0};
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        v8f a0, a1, b0, b1;
+        memcpy(&a0, a + i, 32), memcpy(&a1, a + i + 8, 32);
+        memcpy(&b0, b + i, 32), memcpy(&b1, b + i + 8, 32);
+        s0 += a0 * b0;
+        s1 += a1 * b1;
+    }
+    v8f s = s0 + s1;
+    float r = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+    for (; i < n; i++) r += a[i] * b[i];
+    return r;
+}
+
+CLONES static void axpy(float *y, float a, const float *x, int n)
+{
+    for (int i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+/* ---- GEMM ---------------------------------------------------------------------------- */
+typedef struct {
+    ops_ctx_t *o;
+    float *y;
+    const float *x;
+    int T, N, K, ntb;
+    const lunar_tensor_t *W;
+    const float *bias;
+} gemm_job_t;
+
+static void gemm_task(void *ctx, int task, int thread)
+{
+    gemm_job_t *j = ctx;
+    int nb = task / j->ntb, tb = task % j->ntb;
+    int n0 = nb * GEMM_NB, n1 = n0 + GEMM_NB < j->N ? n0 + GEMM_NB : j->N;
+    int t0 = tb * GEMM_TB, t1 = t0 + GEMM_TB < j->T ? t0 + GEMM_TB : j->T;
+    int K = j->K;
+    const float *rows;
+    if (j->W->dtype == LUNAR_DTYPE_F32) {
+        rows = (const float *)j->W->data + (size_t)n0 * K;
+    } else {
+        float *buf = j->o->scratch[thread];
+        size_t esz = lunar_dtype_size(j->W->dtype);
+        dtype_convert(LUNAR_DTYPE_F32, buf, j->W->dtype, (const char *)j->W->data + (size_t)n0 * K * esz,
+                      (size_t)(n1 - n0) * K);
+        rows = buf;
+    }
+    for (int t = t0; t < t1; t++) {
+        const float *xt = j->x + (size_t)t * K;
+        float *yt = j->y + (size_t)t * j->N;
+        for (int n = n0; n < n1; n++) {
+            float v = dot(xt, rows + (size_t)(n - n0) * K, K);
+            yt[n] = j->bias ? v + j->bias[n] : v;
+        }
+    }
+}
+
+void op_gemm(ops_ctx_t *o, float *y, const float *x, int T, const lunar_tensor_t *W, const float *bias)
+{
+    gemm_job_t j = {o, y, x, T, (int)W->shape[0], (int)W->shape[1], (T + GEMM_TB - 1) / GEMM_TB, W, bias};
+    int nnb = (j.N + GEMM_NB - 1) / GEMM_NB;
+    pool_run(o->pool, gemm_task, &j, nnb * j.ntb);
+}
+
+/* ---- elementwise and per-row ops ------------------------------------------------------ */
+void op_embed(ops_ctx_t *o, float *x, const int32_t *ids, int T, const lunar_tensor_t *E)
+{
+    (void)o;
+    int D = (int)E->shape[1];
+    size_t esz = lunar_dtype_size(E->dtype);
+    for (int t = 0; t < T; t++)
+        dtype_convert(LUNAR_DTYPE_F32, x + (size_t)t * D, E->dtype, (const char *)E->data + (size_t)ids[t] * D * esz,
+                      (size_t)D);
+}
+
+static void rmsnorm_row(float *out, const float *x, int dim, const float *w, float eps)
+{
+    double ss = 0; /* transformers accumulates in float32 through torch's mean; double is closer still */
+    for (int i = 0; i < dim; i++) ss += (double)x[i] * x[i];
+    float inv = (float)(1.0 / sqrt(ss / dim + eps));
+    for (int i = 0; i < dim; i++) out[i] = w[i] * (x[i] * inv);
+}
+
+typedef struct {
+    float *out, *resid;
+    const float *x, *delta, *w;
+    int dim;
+    float eps;
+} norm_job_t;
+
+static void norm_task(void *ctx, int t, int thread)
+{
+    (void)thread;
+    norm_job_t *j = ctx;
+    size_t off = (size_t)t * j->dim;
+    if (j->resid) {
+        for (int i = 0; i < j->dim; i++) j->resid[off + i] += j->delta[off + i];
+        rmsnorm_row(j->out + off, j->resid + off, j->dim, j->w, j->eps);
+    } else {
+        rmsnorm_row(j->out + off, j->x + off, j->dim, j->w, j->eps);
+    }
+}
+
+void op_rmsnorm(ops_ctx_t *o, float *out, const float *x, int T, int dim, const float *w, float eps)
+{
+    norm_job_t j = {out, NULL, x, NULL, w, dim, eps};
+    pool_run(o->pool, norm_task, &j, T);
+}
+
+void op_add_rmsnorm(ops_ctx_t *o, float *resid, const float *delta, float *out, int T, int dim,
+                    const float *w, float eps)
+{
+    norm_job_t j = {out, resid, NULL, delta, w, dim, eps};
+    pool_run(o->pool, norm_task, &j, T);
+}
+
+void op_rope(ops_ctx_t *o, float *q, float *k, int T, int nq, int nk, int hd, int rot, const float *cs)
+{
+    (void)o;
+    int half = rot / 2;
+    for (int t = 0; t < T; t++) {
+        const float *c = cs + (size_t)t * rot, *s = c + half;
+        for (int h = 0; h < nq + nk; h++) {
+            float *v = h < nq ? q + ((size_t)t * nq + h) * hd : k + ((size_t)t * nk + (h - nq)) * hd;
+            for (int i = 0; i < half; i++) {
+                float a = v[i], b = v[i + half];
+                v[i] = a * c[i] - b * s[i];
+                v[i + half] = b * c[i] + a * s[i];
+            }
+        }
+    }
+}
+
+void op_silu_mul(ops_ctx_t *o, float *out, const float *gate, const float *up, long n)
+{
+    (void)o;
+    for (long i = 0; i < n; i++) {
+        float g = gate[i];
+        out[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+}
+
+void op_kv_write(ops_ctx_t *o, float *kc, float *vc, const float *k, const float *v, int T, int nk,
+                 int hd, const int64_t *slots)
+{
+    (void)o;
+    size_t row = (size_t)nk * hd;
+    for (int t = 0; t < T; t++) {
+        memcpy(kc + (size_t)slots[t] * row, k + (size_t)t * row, row * sizeof(float));
+        memcpy(vc + (size_t)slots[t] * row, v + (size_t)t * row, row * sizeof(float));
+    }
+}
+
+/* ---- attention over the paged KV cache ------------------------------------------------ */
+typedef struct {
+    float *out;
+    const float *q, *kc, *vc;
+    const lunar_batch_t *b;
+    const int32_t *seq_of;
+    int nq, nk, hd, bs, window;
+    float scale;
+    float **scratch;
+} attn_job_t;
+
+static void attn_task(void *ctx, int task, int thread)
+{
+    attn_job_t *j = ctx;
+    int t = task / j->nq, h = task % j->nq;
+    int s = j->seq_of[t];
+    int pos = j->b->positions[t];
+    int kvh = h / (j->nq / j->nk);
+    int hd = j->hd;
+    const float *q = j->q + ((size_t)t * j->nq + h) * hd;
+    float *acc = j->scratch[thread];
+    memset(acc, 0, sizeof(float) * hd);
+    const int32_t *bt = j->b->block_tables + (size_t)s * j->b->max_blocks_per_seq;
+    int lo = j->window > 0 && pos - j->window + 1 > 0 ? pos - j->window + 1 : 0;
+    float m = -INFINITY, l = 0;
+    size_t row = (size_t)j->nk * hd;
+    for (int p = lo; p <= pos; p++) {
+        size_t slot = (size_t)bt[p / j->bs] * j->bs + p % j->bs;
+        const float *kp = j->kc + slot * row + (size_t)kvh * hd;
+        float sc = dot(q, kp, hd) * j->scale;
+        if (sc > m) {
+            float corr = expf(m - sc);
+            for (int i = 0; i < hd; i++) acc[i] *= corr;
+            l *= corr;
+            m = sc;
+        }
+        float w = expf(sc - m);
+        l += w;
+        axpy(acc, w, j->vc + slot * row + (size_t)kvh * hd, hd);
+    }
+    float *o = j->out + ((size_t)t * j->nq + h) * hd;
+    for (int i = 0; i < hd; i++) o[i] = acc[i] / l;
+}
+
+void op_attention(ops_ctx_t *o, float *out, const float *q, const float *kc, const float *vc,
+                  const lunar_batch_t *b, const int32_t *seq_of, int nq, int nk, int hd,
+                  int block_size, int window, float scale)
+{
+    attn_job_t j = {out, q, kc, vc, b, seq_of, nq, nk, hd, block_size, window, scale, o->scratch};
+    pool_run(o->pool, attn_task, &j, b->num_tokens * nq);
+}

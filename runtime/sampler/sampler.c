@@ -1,0 +1,172 @@
+/*
+ * sampler/sampler.c — penalties, temperature, min-p, top-k, top-p and the seeded draw over one
+ * f32 logits row (see sampler.h for why the generator is counter-based).
+ *
+ * Filters zero probabilities in place over a working copy; top-k/top-p sort only the surviving
+ * candidates, in (probability desc, id asc) order, so ties break the same way everywhere. The
+ * draw walks the kept candidates in a fixed order, so equal rows give equal tokens.
+ */
+#include "sampler/sampler.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+
+int lunar_sampler_init(lunar_sampler_t *s, int vocab)
+{
+    memset(s, 0, sizeof *s);
+    s->vocab = vocab;
+    s->x = malloc((size_t)vocab * sizeof *s->x);
+    s->idx = malloc((size_t)vocab * sizeof *s->idx);
+    s->count = calloc((size_t)vocab, sizeof *s->count);
+    s->mark = calloc((size_t)vocab, 1);
+    if (!s->x || !s->idx || !s->count || !s->mark) {
+        lunar_sampler_destroy(s);
+        return lunar_error(LUNAR_ENOMEM, "sampler: no memory for vocab %d", vocab);
+    }
+    return LUNAR_OK;
+}
+
+void lunar_sampler_destroy(lunar_sampler_t *s)
+{
+    free(s->x);
+    free(s->idx);
+    free(s->count);
+    free(s->mark);
+    memset(s, 0, sizeof *s);
+}
+
+static uint64_t mix64(uint64_t z)
+{
+    z += 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+double lunar_sampler_uniform(uint64_t seed, int seq_index, int position)
+{
+    uint64_t z = mix64(seed ^ mix64((uint64_t)(uint32_t)seq_index << 32 | (uint32_t)position));
+    return (double)(mix64(z) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+static void apply_penalties(lunar_sampler_t *s, const lunar_sample_input_t *in)
+{
+    const lunar_sampling_params_t *p = in->params;
+    float *x = s->x;
+    int V = s->vocab;
+    if (p->repetition_penalty != 1.0f) {
+        float r = p->repetition_penalty;
+        for (int pass = 0; pass < 2; pass++) {
+            const int32_t *ids = pass ? in->output : in->prompt;
+            int n = pass ? in->num_output : in->num_prompt;
+            for (int i = 0; i < n; i++) {
+                int t = ids[i];
+                if (t < 0 || t >= V || s->mark[t]) continue;
+                s->mark[t] = 1;
+                x[t] = x[t] > 0 ? x[t] / r : x[t] * r;
+            }
+        }
+        for (int pass = 0; pass < 2; pass++) {
+            const int32_t *ids = pass ? in->output : in->prompt;
+            int n = pass ? in->num_output : in->num_prompt;
+            for (int i = 0; i < n; i++)
+                if (ids[i] >= 0 && ids[i] < V) s->mark[ids[i]] = 0;
+        }
+    }
+    if (p->frequency_penalty != 0.0f || p->presence_penalty != 0.0f) {
+        for (int i = 0; i < in->num_output; i++)
+            if (in->output[i] >= 0 && in->output[i] < V) s->count[in->output[i]]++;
+        for (int i = 0; i < in->num_output; i++) {
+            int t = in->output[i];
+            if (t < 0 || t >= V || !s->count[t]) continue;
+            x[t] -= p->frequency_penalty * (float)s->count[t] + p->presence_penalty;
+            s->count[t] = 0;
+        }
+    }
+}
+
+/* (probability desc, id asc); qsort is not reentrant with context in C11, and the sampler
+ * runs on one thread per engine, so the row is passed through a thread-local. */
+static _Thread_local const float *tl_probs;
+static int by_prob_desc(const void *a, const void *b)
+{
+    int32_t i = *(const int32_t *)a, j = *(const int32_t *)b;
+    float pi = tl_probs[i], pj = tl_probs[j];
+    if (pi != pj) return pi > pj ? -1 : 1;
+    return (i > j) - (i < j);
+}
+
+int lunar_sampler_sample(lunar_sampler_t *s, const float *row, const lunar_sample_input_t *in)
+{
+    const lunar_sampling_params_t *p = in->params;
+    int V = s->vocab;
+    float *x = s->x;
+    memcpy(x, row, (size_t)V * sizeof *x);
+    for (int i = 0; i < in->num_suppress; i++)
+        if (in->suppress[i] >= 0 && in->suppress[i] < V) x[in->suppress[i]] = -INFINITY;
+    apply_penalties(s, in);
+
+    int best = 0;
+    for (int v = 1; v < V; v++)
+        if (x[v] > x[best]) best = v;
+    if (p->temperature < 1e-5f) return best;
+
+    /* probabilities relative to the best (unnormalized; its value is 1) */
+    float inv_t = 1.0f / p->temperature, m = x[best];
+    int n = 0;
+    float floor_p = p->min_p > 0 ? p->min_p : 0.0f;
+    for (int v = 0; v < V; v++) {
+        float q = expf((x[v] - m) * inv_t);
+        if (q > 0 && q >= floor_p) s->idx[n++] = v;
+        x[v] = q;
+    }
+    if ((p->top_k > 0 && p->top_k < n) || p->top_p < 1.0f) {
+        tl_probs = x;
+        qsort(s->idx, (size_t)n, sizeof *s->idx, by_prob_desc);
+        if (p->top_k > 0 && p->top_k < n) n = p->top_k;
+    }
+    double total = 0;
+    for (int i = 0; i < n; i++) total += x[s->idx[i]];
+    if (p->top_p < 1.0f) {
+        double cum = 0, want = (double)p->top_p * total;
+        int keep = 0;
+        while (keep < n && (keep == 0 || cum < want)) cum += x[s->idx[keep++]];
+        n = keep;
+        total = cum;
+    }
+    double u = lunar_sampler_uniform(in->seed, in->seq_index, in->num_output) * total, cum = 0;
+    for (int i = 0; i < n; i++) {
+        cum += x[s->idx[i]];
+        if (u < cum) return s->idx[i];
+    }
+    return s->idx[n - 1];
+}
+
+void lunar_sampler_logprobs(const float *row, int vocab, int token, int top_n, float *lp,
+                            int32_t *top_ids, float *top_lp)
+{
+    float m = row[0];
+    for (int v = 1; v < vocab; v++)
+        if (row[v] > m) m = row[v];
+    double sum = 0;
+    for (int v = 0; v < vocab; v++) sum += exp((double)(row[v] - m));
+    float lse = m + (float)log(sum);
+    if (token >= 0 && lp) *lp = row[token] - lse;
+    if (top_n <= 0) return;
+    if (top_n > vocab) top_n = vocab;
+    int have = 0; /* insertion into a short sorted list: top_n is at most max_logprobs */
+    for (int v = 0; v < vocab; v++) {
+        float r = row[v];
+        if (have == top_n && r <= row[top_ids[have - 1]]) continue;
+        int k = have < top_n ? have++ : have - 1;
+        while (k > 0 && row[top_ids[k - 1]] < r) {
+            top_ids[k] = top_ids[k - 1];
+            k--;
+        }
+        top_ids[k] = v;
+    }
+    for (int i = 0; i < top_n; i++) top_lp[i] = row[top_ids[i]] - lse;
+}

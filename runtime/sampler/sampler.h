@@ -1,0 +1,51 @@
+/*
+ * sampler/sampler.h — the CPU sampler over f32 logits rows, vLLM's semantics and order:
+ * min_tokens suppression, repetition/frequency/presence penalties, temperature (greedy below
+ * 1e-5), min-p, top-k, top-p, then one draw.
+ *
+ * The draw is a single uniform number from a counter-based generator keyed by (seed,
+ * sequence index, output position): a sequence's tokens depend on its seed and its logits only,
+ * never on which other sequences share the step or on preemption and recompute.
+ */
+#ifndef LUNAR_SAMPLER_SAMPLER_H
+#define LUNAR_SAMPLER_SAMPLER_H
+
+#include <stdint.h>
+
+#include "lunar/engine.h"
+
+typedef struct lunar_sampler {
+    int vocab;
+    float *x;        /* [vocab] the working copy of the row */
+    int32_t *idx;    /* [vocab] candidate ids */
+    uint32_t *count; /* [vocab] output-token counts, zero between calls */
+    uint8_t *mark;   /* [vocab] repetition-penalty set, zero between calls */
+} lunar_sampler_t;
+
+typedef struct lunar_sample_input {
+    const lunar_sampling_params_t *params;
+    const int32_t *prompt;   /* prompt ids (repetition penalty) */
+    int num_prompt;
+    const int32_t *output;   /* output ids so far */
+    int num_output;
+    const int32_t *suppress; /* ids masked to -inf (EOS and stop ids before min_tokens) */
+    int num_suppress;
+    uint64_t seed;
+    int seq_index;
+} lunar_sample_input_t;
+
+int lunar_sampler_init(lunar_sampler_t *s, int vocab);
+void lunar_sampler_destroy(lunar_sampler_t *s);
+
+/* Draws the next token from row (left unchanged). */
+int lunar_sampler_sample(lunar_sampler_t *s, const float *row, const lunar_sample_input_t *in);
+
+/* log_softmax of row: *lp = logprob of `token` (if token >= 0), and the top_n best ids and
+ * logprobs in descending order (ties: lower id first) into top_ids/top_lp. */
+void lunar_sampler_logprobs(const float *row, int vocab, int token, int top_n, float *lp,
+                            int32_t *top_ids, float *top_lp);
+
+/* The uniform [0,1) number of (seed, seq_index, position). */
+double lunar_sampler_uniform(uint64_t seed, int seq_index, int position);
+
+#endif

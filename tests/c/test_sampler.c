@@ -1,0 +1,174 @@
+/* test_sampler.c — the sampler against hand-computed distributions: greedy, temperature,
+ * top-k/top-p/min-p filtering, penalties in vLLM's formulas, seeded reproducibility, and the
+ * validation messages of SamplingParams. */
+#include <math.h>
+#include <stdlib.h>
+
+#include "check.h"
+#include "lunar.h"
+#include "sampler/sampler.h"
+
+enum { V = 8 };
+
+static void params(lunar_sampling_params_t *p, float temp)
+{
+    lunar_sampling_params_default(p);
+    p->temperature = temp;
+}
+
+/* Empirical frequencies of `draws` samples (positions 0..draws-1 of one seed). */
+static void frequencies(lunar_sampler_t *s, const float *row, const lunar_sampling_params_t *p,
+                        int draws, double *freq)
+{
+    for (int v = 0; v < V; v++) freq[v] = 0;
+    int32_t out[1] = {0};
+    for (int i = 0; i < draws; i++) {
+        lunar_sample_input_t in = {.params = p, .seed = 1234, .seq_index = 0, .output = out};
+        /* the draw is keyed by num_output: vary it, with no penalties it changes nothing else */
+        in.num_output = i;
+        in.output = NULL;
+        freq[lunar_sampler_sample(s, row, &in)] += 1.0 / draws;
+    }
+}
+
+int main(void)
+{
+    lunar_sampler_t s;
+    CHECK_EQ_INT(lunar_sampler_init(&s, V), 0);
+    float row[V];
+    /* probabilities 0.5, 0.3, 0.2 on ids 0..2; others impossible */
+    for (int v = 0; v < V; v++) row[v] = -INFINITY;
+    row[0] = logf(0.5f);
+    row[1] = logf(0.3f);
+    row[2] = logf(0.2f);
+    lunar_sampling_params_t p;
+    double f[V];
+
+    params(&p, 0.0f);
+    lunar_sample_input_t in = {.params = &p, .seed = 7};
+    CHECK_EQ_INT(lunar_sampler_sample(&s, row, &in), 0); /* greedy = argmax */
+
+    params(&p, 1.0f);
+    frequencies(&s, row, &p, 40000, f);
+    CHECK_NEAR(f[0], 0.5, 0.015);
+    CHECK_NEAR(f[1], 0.3, 0.015);
+    CHECK_NEAR(f[2], 0.2, 0.015);
+
+    /* temperature 0.5 squares the odds: 0.25 : 0.09 : 0.04 */
+    params(&p, 0.5f);
+    frequencies(&s, row, &p, 40000, f);
+    CHECK_NEAR(f[0], 0.25 / 0.38, 0.015);
+    CHECK_NEAR(f[2], 0.04 / 0.38, 0.015);
+
+    params(&p, 1.0f);
+    p.top_k = 2; /* 0.5 : 0.3 renormalized */
+    frequencies(&s, row, &p, 40000, f);
+    CHECK_NEAR(f[0], 0.625, 0.015);
+    CHECK_NEAR(f[2], 0.0, 1e-12);
+
+    params(&p, 1.0f);
+    p.top_p = 0.6f; /* 0.5 alone < 0.6, so 0 and 1 are kept */
+    frequencies(&s, row, &p, 40000, f);
+    CHECK_NEAR(f[1], 0.375, 0.015);
+    CHECK_NEAR(f[2], 0.0, 1e-12);
+    p.top_p = 0.5f; /* 0.5 reaches it: only 0 */
+    frequencies(&s, row, &p, 2000, f);
+    CHECK_NEAR(f[0], 1.0, 1e-12);
+
+    params(&p, 1.0f);
+    p.min_p = 0.5f; /* keeps p >= 0.25 */
+    frequencies(&s, row, &p, 40000, f);
+    CHECK_NEAR(f[0], 0.625, 0.015);
+    CHECK_NEAR(f[2], 0.0, 1e-12);
+
+    params(&p, 3.0f);
+    p.top_k = 1; /* top_k 1 is greedy at any temperature */
+    frequencies(&s, row, &p, 500, f);
+    CHECK_NEAR(f[0], 1.0, 1e-12);
+
+    /* penalties, greedy: logits 2.0 (id 3), 1.5 (id 4), -1 (id 5) */
+    float r2[V];
+    for (int v = 0; v < V; v++) r2[v] = -5;
+    r2[3] = 2.0f;
+    r2[4] = 1.5f;
+    params(&p, 0.0f);
+    int32_t prompt[] = {3};
+    p.repetition_penalty = 1.5f; /* 2/1.5 = 1.33 < 1.5: id 4 wins */
+    lunar_sample_input_t pin = {.params = &p, .prompt = prompt, .num_prompt = 1};
+    CHECK_EQ_INT(lunar_sampler_sample(&s, r2, &pin), 4);
+    p.repetition_penalty = 1.2f; /* 2/1.2 = 1.67 > 1.5: id 3 */
+    CHECK_EQ_INT(lunar_sampler_sample(&s, r2, &pin), 3);
+    params(&p, 0.0f);
+    int32_t outs[] = {3, 3};
+    p.frequency_penalty = 0.2f; /* 2 - 0.4 = 1.6 > 1.5 */
+    lunar_sample_input_t oin = {.params = &p, .output = outs, .num_output = 2};
+    CHECK_EQ_INT(lunar_sampler_sample(&s, r2, &oin), 3);
+    p.frequency_penalty = 0.3f; /* 2 - 0.6 = 1.4 < 1.5 */
+    CHECK_EQ_INT(lunar_sampler_sample(&s, r2, &oin), 4);
+    p.frequency_penalty = 0.0f;
+    p.presence_penalty = 0.6f; /* once per token: 1.4 */
+    CHECK_EQ_INT(lunar_sampler_sample(&s, r2, &oin), 4);
+    /* suppression (min_tokens) */
+    params(&p, 0.0f);
+    int32_t sup[] = {3};
+    lunar_sample_input_t sin = {.params = &p, .suppress = sup, .num_suppress = 1};
+    CHECK_EQ_INT(lunar_sampler_sample(&s, r2, &sin), 4);
+    /* the scratch arrays are clean after penalties (a second call is unaffected) */
+    CHECK_EQ_INT(lunar_sampler_sample(&s, r2, &in), 3);
+
+    /* seeded: same (seed, seq, position) same number; different seeds differ */
+    CHECK(lunar_sampler_uniform(5, 0, 3) == lunar_sampler_uniform(5, 0, 3));
+    CHECK(lunar_sampler_uniform(5, 0, 3) != lunar_sampler_uniform(6, 0, 3));
+    CHECK(lunar_sampler_uniform(5, 0, 3) != lunar_sampler_uniform(5, 1, 3));
+    double mean = 0;
+    for (int i = 0; i < 10000; i++) mean += lunar_sampler_uniform(99, 0, i) / 10000;
+    CHECK_NEAR(mean, 0.5, 0.01);
+
+    /* logprobs: log_softmax against a direct double computation */
+    float lp, tlp[3];
+    int32_t tid[3];
+    lunar_sampler_logprobs(r2, V, 4, 3, &lp, tid, tlp);
+    double z = 0;
+    for (int v = 0; v < V; v++) z += exp((double)r2[v]);
+    CHECK_NEAR(lp, 1.5 - log(z), 1e-5);
+    CHECK_EQ_INT(tid[0], 3);
+    CHECK_EQ_INT(tid[1], 4);
+    CHECK_EQ_INT(tid[2], 0); /* ties (-5) break to the lowest id */
+    CHECK_NEAR(tlp[0], 2.0 - log(z), 1e-5);
+
+    /* validation names the field */
+    lunar_sampling_params_default(&p);
+    CHECK_EQ_INT(lunar_sampling_params_validate(&p), 0);
+    p.temperature = -1;
+    CHECK_EQ_INT(lunar_sampling_params_validate(&p), LUNAR_EINVAL);
+    CHECK_STR(lunar_errmsg(), "temperature must be >= 0, got -1");
+    lunar_sampling_params_default(&p);
+    p.top_p = 0;
+    CHECK_EQ_INT(lunar_sampling_params_validate(&p), LUNAR_EINVAL);
+    CHECK_CONTAINS(lunar_errmsg(), "top_p must be in (0, 1], got 0");
+    lunar_sampling_params_default(&p);
+    p.top_k = -2;
+    CHECK_EQ_INT(lunar_sampling_params_validate(&p), LUNAR_EINVAL);
+    CHECK_CONTAINS(lunar_errmsg(), "top_k");
+    lunar_sampling_params_default(&p);
+    p.min_tokens = 20;
+    CHECK_EQ_INT(lunar_sampling_params_validate(&p), LUNAR_EINVAL);
+    CHECK_CONTAINS(lunar_errmsg(), "min_tokens must be less than or equal to max_tokens=16, got 20");
+    lunar_sampling_params_default(&p);
+    const char *stops[] = {"ok", ""};
+    p.stop = stops;
+    p.num_stop = 2;
+    CHECK_EQ_INT(lunar_sampling_params_validate(&p), LUNAR_EINVAL);
+    CHECK_CONTAINS(lunar_errmsg(), "stop cannot contain an empty string");
+    lunar_sampling_params_default(&p);
+    p.presence_penalty = 3;
+    CHECK_EQ_INT(lunar_sampling_params_validate(&p), LUNAR_EINVAL);
+    CHECK_CONTAINS(lunar_errmsg(), "presence_penalty must be in [-2, 2], got 3");
+    lunar_sampling_params_default(&p);
+    p.n = 0;
+    CHECK_EQ_INT(lunar_sampling_params_validate(&p), LUNAR_EINVAL);
+    CHECK_CONTAINS(lunar_errmsg(), "n must be at least 1, got 0");
+
+    lunar_sampler_destroy(&s);
+    return CHECK_DONE();
+}
