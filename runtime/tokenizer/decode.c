@@ -435,6 +435,17 @@ int lunar_detok_push(lunar_detok_t *d, int32_t id, const char **text, size_t *le
     return rc;
 }
 
+int lunar_detok_prime(lunar_detok_t *d, const int32_t *ids, size_t n)
+{
+    const char *text;
+    size_t len;
+    for (size_t i = 0; i < n; i++) {
+        int rc = lunar_detok_push(d, ids[i], &text, &len);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
 int lunar_detok_flush(lunar_detok_t *d, const char **text, size_t *len)
 {
     int rc = commit(d, true);

@@ -85,4 +85,20 @@ describe("lunar.tokenizer", function()
       assert.are.equal(tok:decode(ids, { skip_special_tokens = true }), table.concat(parts))
     end
   end)
+
+  it("decodes generated ids in the prompt's context after prime", function()
+    local prompt = tok:encode("Once upon a time", { add_special_tokens = true })
+    local gen = tok:encode("there was a dog", { add_special_tokens = false }) -- "▁there ..."
+    local all = {}
+    for _, id in ipairs(prompt) do all[#all + 1] = id end
+    for _, id in ipairs(gen) do all[#all + 1] = id end
+    local s = tok:stream { skip_special_tokens = true }
+    assert(s:prime(prompt))
+    local parts = {}
+    for _, id in ipairs(gen) do parts[#parts + 1] = s:push(id) end
+    parts[#parts + 1] = s:flush()
+    local full = tok:decode(all, { skip_special_tokens = true })
+    assert.are.equal("Once upon a time there was a dog", full)
+    assert.are.equal(" there was a dog", table.concat(parts))
+  end)
 end)
