@@ -411,6 +411,7 @@ const char *lunar_tokenizer_chat_template_name(const lunar_tokenizer_t *tok, siz
 const char *lunar_tokenizer_describe(const lunar_tokenizer_t *tok);
 int lunar_detok_create(const lunar_tokenizer_t *tok, int skip_special, lunar_detok_t **out);
 int lunar_detok_push(lunar_detok_t *d, int32_t id, const char **text, size_t *len);
+int lunar_detok_prime(lunar_detok_t *d, const int32_t *ids, size_t n);
 int lunar_detok_flush(lunar_detok_t *d, const char **text, size_t *len);
 void lunar_detok_free(lunar_detok_t *d);
 ]]

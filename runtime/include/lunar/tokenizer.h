@@ -94,6 +94,11 @@ int lunar_detok_create(const lunar_tokenizer_t *tok, int skip_special, lunar_det
 /* Adds `id`; *text and *len receive the newly final text (possibly empty), owned by the stream
  * and valid until its next call. */
 int lunar_detok_push(lunar_detok_t *d, int32_t id, const char **text, size_t *len);
+/* Feeds the prompt's ids without handing out their text, so the first generated id decodes in
+ * context (a sentencepiece word's leading space, a character split across the boundary).
+ * Afterwards pushes + flush return exactly the part of decode(prompt + generated ids) that
+ * follows the prompt's final text. Call before the first push. */
+int lunar_detok_prime(lunar_detok_t *d, const int32_t *ids, size_t n);
 /* Ends the stream: returns whatever is still held back. The stream can be reused afterwards
  * as a fresh one. */
 int lunar_detok_flush(lunar_detok_t *d, const char **text, size_t *len);
