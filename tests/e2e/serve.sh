@@ -25,7 +25,7 @@ start() { # start NAME ARGS... -> sets PORT_<NAME>, PID_<NAME>
 }
 json() { node -e "const v=JSON.parse(require('fs').readFileSync(0,'utf8')); const f=new Function('v','return ('+process.argv[1]+')'); console.log(f(v))" "$1"; }
 
-start main --served-model-name stories tiny --max-request-body 1M
+start main --served-model-name stories tiny --max-request-body 1M --handler "$LUNAR_SRC/examples/handler.lua"
 U="http://127.0.0.1:$PORT_main"
 expect_eq "$(curl -s -o /dev/null -w '%{http_code}' $U/health)" 200 "GET /health"
 out=$(curl -s $U/v1/models); expect_eq "$(echo "$out" | json 'v.data.map(m=>m.id).join(",")')" "stories,tiny" "two served names"
@@ -101,6 +101,12 @@ expect_contains "$m" 'vllm:num_requests_running{model_name="stories"} 0.0' "noth
 expect_contains "$m" 'vllm:time_to_first_token_seconds_bucket{le="+Inf",model_name="stories"}' "TTFT histogram"
 out=$(curl -s $U/v1/completions -H 'content-type: application/json' -d "$body")
 expect_eq "$(echo "$out" | json 'v.choices[0].text')" "$text" "a final request still succeeds"
+
+# the --handler example: an added route and a per-request sampling policy
+expect_contains "$(curl -s $U/v1/hello)" '"hello":"world"' "handler script adds a route"
+out=$(curl -s $U/v1/completions -H 'content-type: application/json' \
+  -d '{"prompt":"Once upon a time","max_tokens":16,"temperature":1.7,"user":"deterministic"}')
+expect_eq "$(echo "$out" | json 'v.choices[0].text')" "$text" "handler's sampling policy makes that user greedy"
 
 # tokenize / detokenize
 out=$(curl -s $U/tokenize -H 'content-type: application/json' -d '{"prompt":"Once upon a time"}')
