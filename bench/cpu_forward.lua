@@ -1,7 +1,7 @@
 -- bench/cpu_forward.lua — the CPU runner's forward alone: prefill and decode tokens/s.
 --
 --   build/lunar run bench/cpu_forward.lua [--threads N] [--prompt 512] [--seconds S]
---       [--models DIR[:dummy],...]
+--       [--models DIR[:dummy],...] [--clock wall|cpu]
 --
 -- Drives lunar_runner_forward directly (no engine, no sampler) so the figures are the
 -- model's arithmetic and memory traffic only. Cases per model:
@@ -11,11 +11,14 @@
 -- Beside ours: GFLOP/s (2 x matmul params per token) and, for decode, the weight bytes read per
 -- second against the machine's memcpy bandwidth (the decode roofline: every step reads every
 -- weight once). Defaults: the two shared models and bench/configs/llama-100m with dummy weights.
+-- --clock cpu times with the process's CPU clock (all threads' CPU seconds): on a machine shared
+-- with other jobs it measures the code rather than the share of cores it got; with --threads 1
+-- it is the single-core rate.
 local lffi = require "lunar.ffi"
 local model = require "lunar.model"
 local ffi, C = lffi.ffi, lffi.C
 
-local opts = { threads = 0, prompt = 512, seconds = 2, decode_ctx = 128 }
+local opts = { threads = 0, prompt = 512, seconds = 2, decode_ctx = 128, clock = "wall" }
 local i = 1
 while i <= #arg do
   local a = arg[i]
@@ -38,8 +41,9 @@ pcall(ffi.cdef, [[
   int clock_gettime(int clk, lunar_timespec_t *ts);
 ]])
 local ts = ffi.new("lunar_timespec_t")
+local clock_id = opts.clock == "cpu" and 2 or 1 -- CLOCK_PROCESS_CPUTIME_ID or CLOCK_MONOTONIC
 local function now()
-  C.clock_gettime(1, ts)
+  C.clock_gettime(clock_id, ts)
   return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
 end
 
@@ -68,7 +72,7 @@ end
 local nthreads = opts.threads > 0 and opts.threads or tonumber(sh("nproc")) or 1
 local cpu = sh("grep -m1 'model name' /proc/cpuinfo"):gsub("^model name%s*:%s*", "")
 print(string.format("# bench/cpu_forward: CPU runner forward (f32 math), %d threads; machine %s, %s cores, "
-  .. "memcpy %.1f GB/s; commit %s", nthreads, cpu, sh("nproc"), memcpy_gbs(), sh("git -C " .. src
+  .. "memcpy %.1f GB/s; %s clock; commit %s", nthreads, cpu, sh("nproc"), memcpy_gbs(), opts.clock, sh("git -C " .. src
   .. " rev-parse --short HEAD")))
 print(string.format("%-18s %8s %5s %-10s %7s %8s %10s %9s %11s", "model", "params", "dtype", "case", "tokens",
   "seconds", "tokens/s", "GFLOP/s", "weight GB/s"))
