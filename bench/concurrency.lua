@@ -71,8 +71,18 @@ print(string.format("# bench/concurrency: %s; prompt %d, gen %d tokens, greedy, 
   .. "machine %s, %s cores (%s), load avg %s; commit %s", what, opts.prompt, opts.gen, sh("uname -m"),
   sh("nproc"), sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'"),
   sh("cut -d' ' -f1 /proc/loadavg"), sh("git rev-parse --short HEAD")))
-print(string.format("%-11s %9s %11s %9s %14s %14s %9s", "concurrency", "requests", "gen tokens",
-  "seconds", "aggregate t/s", "per-req t/s", "tok/step"))
+print(string.format("%-11s %8s %10s %8s %14s %12s %9s %8s %11s %6s", "concurrency", "finished",
+  "gen tokens", "seconds", "aggregate t/s", "per-req t/s", "tok/step", "cpu-s", "gen t/cpu-s", "load"))
+
+-- CPU seconds of this process: a figure other processes on a busy machine disturb less than
+-- wall time does (gen t/cpu-s x cores = the aggregate an idle machine would reach, roughly).
+pcall(ffi.cdef, "typedef struct { long tv_sec; long tv_nsec; } lunar_bench_ts_t;"
+  .. "int clock_gettime(int clk, lunar_bench_ts_t *ts);")
+local function cpu_seconds()
+  local ts = ffi.new("lunar_bench_ts_t")
+  ffi.C.clock_gettime(2, ts) -- CLOCK_PROCESS_CPUTIME_ID
+  return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
+end
 
 local sp = assert(sampling.SamplingParams({ temperature = 0, max_tokens = opts.gen, ignore_eos = true }))
 local base = {}
@@ -95,7 +105,7 @@ for _, c in ipairs(levels) do
   for _ = 1, c do submit() end
   -- warm up: until the first wave has produced its first tokens
   local t0, gen0, steps0, tokens = nil, 0, 0, 0
-  local finished, steps = 0, 0
+  local finished, steps, fin0, cpu0 = 0, 0, 0, 0
   local st0
   while true do
     assert(e:step())
@@ -108,19 +118,20 @@ for _, c in ipairs(levels) do
       end
     end
     if not t0 and tokens >= c then
-      t0, gen0, steps0 = C.lunar_engine_now(), tokens, steps
+      t0, gen0, steps0, fin0, cpu0 = C.lunar_engine_now(), tokens, steps, finished, cpu_seconds()
       st0 = e:stats()
     end
-    if t0 and C.lunar_engine_now() - t0 >= opts.seconds and finished >= c then break end
+    if t0 and C.lunar_engine_now() - t0 >= opts.seconds and steps - steps0 >= 3 then break end
   end
-  local dt = C.lunar_engine_now() - t0
+  local dt, cpu = C.lunar_engine_now() - t0, cpu_seconds() - cpu0
   local st = e:stats()
   local gen = tokens - gen0
   local decode_steps = steps - steps0
   local fwd_tokens = tonumber(st.forward_tokens_total - st0.forward_tokens_total)
   results[#results + 1] = { c = c, tps = gen / dt }
-  print(string.format("%-11d %9d %11d %9.2f %14.1f %14.2f %9.1f", c, finished, gen, dt, gen / dt,
-    gen / dt / c, fwd_tokens / math.max(decode_steps, 1)))
+  print(string.format("%-11d %8d %10d %8.2f %14.1f %12.2f %9.1f %8.2f %11.1f %6s", c, finished - fin0, gen,
+    dt, gen / dt, gen / dt / c, fwd_tokens / math.max(decode_steps, 1), cpu, gen / cpu,
+    sh("cut -d' ' -f1 /proc/loadavg")))
   io.stdout:flush()
   e:close()
 end
