@@ -1,0 +1,227 @@
+-- lunar.template: which chat template a model uses, and rendering a conversation with it, as
+-- vLLM and transformers' apply_chat_template do.
+--
+-- Resolution order (vLLM's): --chat-template FILE_OR_INLINE; else the model's own template
+-- (chat_template.jinja beside the weights, else tokenizer_config.json's `chat_template`, a string
+-- or the named list form [{name = "default"|"tool_use", template = ...}]); else a built-in from
+-- templates/ chosen by config.json's model_type; else an error saying what to pass.
+-- Rendering passes messages, tools, documents, add_generation_prompt, the special-token strings
+-- (bos_token, eos_token, ...) and chat_template_kwargs, as transformers does.
+local jinja = require "lunar.jinja"
+local json = require "lunar.jinja.json"
+local util = require "lunar.util"
+local V = jinja.value
+
+local M = {}
+
+-- model_type -> built-in template (templates/<name>.jinja). llama is decided by its tokenizer.
+M.builtin_for_type = {
+  baichuan = "baichuan", qwen = "chatml", qwen2 = "chatml", qwen2_moe = "chatml",
+  qwen3 = "qwen3", qwen3_moe = "qwen3", mistral = "mistral", mixtral = "mistral",
+  deepseek = "deepseek", deepseek_v2 = "deepseek", deepseek_v3 = "deepseek",
+  llama = "llama-2", vicuna = "vicuna", zephyr = "zephyr",
+}
+
+-- the repository root (templates/ lives there), found from this module's path
+function M.root()
+  local path = package.searchpath("lunar.template", package.path) or "lua/lunar/template.lua"
+  local root = path:gsub("/?lua/lunar/template%.lua$", "")
+  return root == "" and "." or root
+end
+
+function M.builtin_path(name) return M.root() .. "/templates/" .. name .. ".jinja" end
+
+local function looks_inline(s) return s:find("{%", 1, true) or s:find("{{", 1, true) end
+
+-- the model's tokenizer_config.json as engine values (order kept)
+local function tokenizer_config(dir)
+  if not dir then return nil end
+  local path = dir .. "/tokenizer_config.json"
+  if not util.file_exists(path) then return nil end
+  return json.read(path)
+end
+
+-- the template a tokenizer_config's chat_template field names: string, or list of {name, template}
+local function pick_named(ct, name)
+  if type(ct) == "string" then return ct end
+  if not V.is_seq(ct) then return nil end
+  local by = {}
+  for _, e in ipairs(ct) do
+    if V.is_map(e) then by[V.dget(e, "name") or ""] = V.dget(e, "template") end
+  end
+  return by[name or "default"] or by.default
+end
+
+-- resolve{chat_template=, model_dir=, model_type=, name="default"|"tool_use"|nil}
+--   -> source, origin | nil, err
+function M.resolve(o)
+  local flag = o.chat_template
+  if flag and flag ~= "" then
+    if util.file_exists(flag) then
+      local s, err = util.read_file(flag)
+      if not s then return nil, "chat template " .. flag .. ": " .. tostring(err) end
+      return s, flag
+    end
+    if looks_inline(flag) then return flag, "inline" end
+    return nil, string.format("chat template %q: no such file, and it is not an inline Jinja template "
+      .. "(no '{{' or '{%%')", flag)
+  end
+  local dir = o.model_dir
+  if dir then
+    local jpath = dir .. "/chat_template.jinja"
+    if util.file_exists(jpath) then return util.read_file(jpath), jpath end
+    local cfg, err = tokenizer_config(dir)
+    if cfg == nil and err then return nil, err end
+    local ct = cfg and V.dget(cfg, "chat_template")
+    local s = ct and pick_named(ct, o.name)
+    if type(s) == "string" then return s, dir .. "/tokenizer_config.json" end
+  end
+  local mt = o.model_type
+  local builtin = mt and M.builtin_for_type[mt]
+  if mt == "llama" and dir then
+    local cfg = tokenizer_config(dir)
+    local bos = cfg and V.dget(cfg, "bos_token")
+    if V.is_map(bos) then bos = V.dget(bos, "content") end
+    if bos == "<|begin_of_text|>" then builtin = "llama-3" end
+  end
+  if builtin then
+    local path = M.builtin_path(builtin)
+    local s, err = util.read_file(path)
+    if not s then return nil, "built-in chat template " .. path .. ": " .. tostring(err) end
+    return s, path
+  end
+  return nil, string.format("%s has no chat template: pass --chat-template FILE (or inline Jinja); "
+    .. "it has no chat_template in tokenizer_config.json and no built-in matches model_type %s "
+    .. "(built-ins: templates/*.jinja)", dir or "the model", tostring(mt))
+end
+
+local TOKEN_KEYS = { "bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token",
+  "mask_token" }
+
+-- special-token strings for the render scope, from special_tokens_map.json then
+-- tokenizer_config.json (values are strings or {content = ...} objects)
+function M.special_tokens(dir)
+  local out = {}
+  if not dir then return out end
+  for _, f in ipairs { "special_tokens_map.json", "tokenizer_config.json" } do
+    local path = dir .. "/" .. f
+    local cfg = util.file_exists(path) and json.read(path)
+    if cfg and V.is_map(cfg) then
+      for _, k in ipairs(TOKEN_KEYS) do
+        local v = V.dget(cfg, k)
+        if V.is_map(v) then v = V.dget(v, "content") end
+        if type(v) == "string" then out[k] = v end
+      end
+      local extra = V.dget(cfg, "additional_special_tokens")
+      if V.is_seq(extra) and not out.additional_special_tokens then
+        local l = V.list()
+        for i, t in ipairs(extra) do l[i] = V.is_map(t) and V.dget(t, "content") or t end
+        out.additional_special_tokens = l
+      end
+    end
+  end
+  return out
+end
+
+-- compiled templates by source, so a server compiles each template once (bounded: a caller may
+-- send a different inline template with every request)
+local compiled_by_src = {}
+local ncompiled = 0
+function M.compile(source, origin)
+  local t = compiled_by_src[source]
+  if t then return t end
+  local err
+  t, err = jinja.compile(source, { name = origin or "chat template" })
+  if not t then return nil, err end
+  if ncompiled > 64 then compiled_by_src, ncompiled = {}, 0 end
+  compiled_by_src[source] = t
+  ncompiled = ncompiled + 1
+  return t
+end
+
+-- render(source_or_template, vars, o) with transformers' continue_final_message handling
+-- messages/tools may be engine values (from lunar.jinja.json) or plain Lua tables.
+function M.render(tpl, messages, o)
+  o = o or {}
+  local add_gen = o.add_generation_prompt
+  if add_gen == nil then add_gen = true end
+  if o.continue_final_message and add_gen and o.add_generation_prompt ~= nil then
+    return nil, "continue_final_message and add_generation_prompt cannot both be set"
+  end
+  if o.continue_final_message then add_gen = false end
+  local vars = {}
+  for k, v in pairs(o.special_tokens or {}) do vars[k] = v end
+  vars.messages = V.from_lua(messages)
+  vars.tools = o.tools and V.from_lua(o.tools) or V.NONE
+  vars.documents = o.documents and V.from_lua(o.documents) or V.NONE
+  vars.add_generation_prompt = add_gen
+  if o.chat_template_kwargs then
+    local kw = o.chat_template_kwargs
+    if V.is_map(kw) then
+      for _, k in ipairs(kw.keys) do vars[k] = kw.map[k] end
+    else
+      for k, v in pairs(kw) do vars[k] = v end
+    end
+  end
+  local text, err = tpl:render(vars)
+  if not text then return nil, err end
+  if o.continue_final_message then
+    local msgs = vars.messages
+    local last = msgs[#msgs]
+    local final = last and (V.is_map(last) and V.dget(last, "content"))
+    if V.is_seq(final) then final = V.is_map(final[#final]) and V.dget(final[#final], "text") end
+    if type(final) ~= "string" then return nil, "continue_final_message: the final message has no text content" end
+    local stripped = final:gsub("^%s+", ""):gsub("%s+$", "")
+    local at
+    local from = 1
+    while true do
+      local a = text:find(stripped, from, true)
+      if not a then break end
+      at, from = a, a + 1
+    end
+    if not at then
+      return nil, "continue_final_message is set but the final message does not appear in the rendered "
+        .. "chat; the template may transform it"
+    end
+    local lstripped = final:gsub("^%s+", "")
+    if text:sub(at, at + #lstripped - 1) == lstripped then
+      text = text:sub(1, at + #lstripped - 1)
+    else
+      text = text:sub(1, at + #stripped - 1)
+    end
+  end
+  return text
+end
+
+-- apply(llm, messages, opts) -> prompt text | nil, err. llm: an LLM (opts.model, opts.chat_template,
+-- model.config.model_type) or any table with those fields. opts = {chat_template=,
+-- add_generation_prompt=true, continue_final_message=, tools=, documents=, chat_template_kwargs=}
+function M.apply(llm, messages, o)
+  o = o or {}
+  local lopts = llm.opts or {}
+  local dir = lopts.tokenizer or lopts.model
+  local cfg = llm.model and llm.model.config or {}
+  local tools = o.tools
+  local has_tools = tools ~= nil and tools ~= V.NONE and (type(tools) ~= "table" or next(tools) ~= nil)
+  local name = has_tools and "tool_use" or "default"
+  local source, origin
+  local flag = o.chat_template or lopts.chat_template
+  if not flag and llm.tokenizer and llm.tokenizer.chat_template then
+    source = llm.tokenizer:chat_template(name) or llm.tokenizer:chat_template("default")
+    origin = source and ((dir or "model") .. "/tokenizer_config.json")
+  end
+  if not source then
+    source, origin = M.resolve { chat_template = flag, model_dir = dir, model_type = cfg.model_type, name = name }
+    if not source then return nil, origin end
+  end
+  local tpl, cerr = M.compile(source, origin)
+  if not tpl then return nil, cerr end
+  llm._special_tokens = llm._special_tokens or M.special_tokens(dir)
+  return M.render(tpl, messages, {
+    add_generation_prompt = o.add_generation_prompt, continue_final_message = o.continue_final_message,
+    tools = has_tools and tools or nil, documents = o.documents, chat_template_kwargs = o.chat_template_kwargs,
+    special_tokens = llm._special_tokens,
+  })
+end
+
+return M

@@ -1,0 +1,137 @@
+-- lunar.template: template resolution in vLLM's order (flag file, inline flag, the model's own
+-- template in its string or named-list form, a built-in by model_type, else a clear error),
+-- rendering with transformers' variables (special tokens, tools, chat_template_kwargs,
+-- continue_final_message), and LLM:chat on a real model through a built-in template.
+local template = require "lunar.template"
+local jinja = require "lunar.jinja"
+
+local SRC = os.getenv("LUNAR_SRC") or "."
+local MODEL = (os.getenv("LUNAR_SHARED") or "../shared") .. "/models/stories260K"
+
+local tmp = os.tmpname()
+os.remove(tmp)
+local function mkdir(p) assert(os.execute("mkdir -p '" .. p .. "'")) end
+local function write(path, s)
+  local f = assert(io.open(path, "wb"))
+  f:write(s)
+  f:close()
+end
+
+describe("template.resolve", function()
+  setup(function() mkdir(tmp) end)
+  teardown(function() os.execute("rm -rf '" .. tmp .. "'") end)
+
+  it("reads --chat-template as a file when the file exists", function()
+    write(tmp .. "/t.jinja", "{{ messages[0].content }}")
+    local s, origin = template.resolve { chat_template = tmp .. "/t.jinja" }
+    assert.are.equal("{{ messages[0].content }}", s)
+    assert.are.equal(tmp .. "/t.jinja", origin)
+  end)
+  it("takes --chat-template as inline Jinja when it holds {{ or {%", function()
+    local s, origin = template.resolve { chat_template = "{% for m in messages %}{{ m.content }}{% endfor %}" }
+    assert.matches("^{%% for", s)
+    assert.are.equal("inline", origin)
+  end)
+  it("refuses a --chat-template that is neither a file nor Jinja", function()
+    local s, err = template.resolve { chat_template = "no/such/file.jinja" }
+    assert.is_nil(s)
+    assert.matches("no such file", err)
+  end)
+  it("uses tokenizer_config.json's chat_template string", function()
+    mkdir(tmp .. "/m1")
+    write(tmp .. "/m1/tokenizer_config.json", '{"chat_template": "A{{ bos_token }}", "bos_token": "<s>"}')
+    local s, origin = template.resolve { model_dir = tmp .. "/m1", model_type = "llama" }
+    assert.are.equal("A{{ bos_token }}", s)
+    assert.matches("tokenizer_config.json$", origin)
+  end)
+  it("picks default or tool_use from the named-list form", function()
+    mkdir(tmp .. "/m2")
+    write(tmp .. "/m2/tokenizer_config.json",
+      '{"chat_template": [{"name": "default", "template": "D"}, {"name": "tool_use", "template": "T"}]}')
+    assert.are.equal("D", (template.resolve { model_dir = tmp .. "/m2" }))
+    assert.are.equal("T", (template.resolve { model_dir = tmp .. "/m2", name = "tool_use" }))
+    assert.are.equal("D", (template.resolve { model_dir = tmp .. "/m2", name = "rag" }))
+  end)
+  it("falls back to a built-in chosen by model_type", function()
+    mkdir(tmp .. "/m3")
+    write(tmp .. "/m3/tokenizer_config.json", '{"bos_token": {"content": "<|begin_of_text|>"}}')
+    local s, origin = template.resolve { model_dir = tmp .. "/m3", model_type = "qwen2" }
+    assert.matches("templates/chatml%.jinja$", origin)
+    assert.matches("im_start", s)
+    local _, o2 = template.resolve { model_dir = tmp .. "/m3", model_type = "llama" }
+    assert.matches("templates/llama%-3%.jinja$", o2)
+    local _, o3 = template.resolve { model_type = "baichuan" }
+    assert.matches("templates/baichuan%.jinja$", o3)
+  end)
+  it("says what to pass when nothing matches", function()
+    local s, err = template.resolve { model_dir = tmp, model_type = "gpt_neox" }
+    assert.is_nil(s)
+    assert.matches("%-%-chat%-template", err)
+    assert.matches("gpt_neox", err)
+  end)
+  it("ships every built-in template the issue names, each compiling", function()
+    for _, name in ipairs { "baichuan", "chatml", "llama-2", "llama-3", "mistral", "qwen3", "deepseek", "vicuna", "zephyr" } do
+      local f = assert(io.open(SRC .. "/templates/" .. name .. ".jinja"))
+      local t, err = jinja.compile(f:read("*a"), { name = name })
+      f:close()
+      assert(t, err)
+    end
+  end)
+end)
+
+describe("template.apply", function()
+  local fake = { opts = { model = MODEL, chat_template = SRC .. "/templates/chatml.jinja" },
+    model = { config = { model_type = "llama" } } }
+  local conv = { { role = "system", content = "S" }, { role = "user", content = "Hi" } }
+
+  it("renders with add_generation_prompt on by default", function()
+    assert.are.equal("<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n",
+      template.apply(fake, conv, {}))
+  end)
+  it("leaves the assistant turn closed when add_generation_prompt is false", function()
+    assert.are.equal("<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n",
+      template.apply(fake, conv, { add_generation_prompt = false }))
+  end)
+  it("puts the model's special tokens and chat_template_kwargs in scope", function()
+    local out = assert(template.apply(fake, conv, {
+      chat_template = "{{ bos_token }}|{{ eos_token }}|{{ flavour }}|{{ tools is none }}",
+      chat_template_kwargs = { flavour = "mint" } }))
+    assert.are.equal("<s>|</s>|mint|True", out)
+  end)
+  it("passes tools through", function()
+    local out = assert(template.apply(fake, conv, { chat_template = "{{ tools | tojson }}",
+      tools = { { type = "function", ["function"] = { name = "f" } } } }))
+    assert.are.equal('[{"function": {"name": "f"}, "type": "function"}]', out)
+  end)
+  it("ends the prompt inside the last message with continue_final_message", function()
+    local c = { { role = "user", content = "Hi" }, { role = "assistant", content = "Once upon" } }
+    assert.are.equal("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+      .. "<|im_start|>assistant\nOnce upon", template.apply(fake, c, { continue_final_message = true }))
+    local out, err = template.apply(fake, c, { continue_final_message = true, add_generation_prompt = true })
+    assert.is_nil(out)
+    assert.matches("cannot both", err)
+  end)
+  it("returns the template's own error", function()
+    local out, err = template.apply(fake, conv, { chat_template = "{{ raise_exception('no system role') }}" })
+    assert.is_nil(out)
+    assert.matches("no system role", err)
+  end)
+end)
+
+describe("LLM:chat", function()
+  it("generates on stories260K through the chatml built-in", function()
+    local lunar = require "lunar"
+    local llm = assert(lunar.LLM { model = MODEL, chat_template = SRC .. "/templates/chatml.jinja", num_threads = 2 })
+    local outs = assert(llm:chat({ { role = "user", content = "Once upon a time" } },
+      assert(lunar.SamplingParams { temperature = 0, max_tokens = 8 })))
+    assert.are.equal(1, #outs)
+    assert.are.equal("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+      .. "Once upon a time<|im_end|>\n<|im_start|>assistant\n", outs[1].prompt)
+    assert.are.equal(8, #outs[1].outputs[1].token_ids)
+    -- per call, an inline template wins over the LLM's
+    local outs2 = assert(llm:chat({ { role = "user", content = "Lily" } },
+      assert(lunar.SamplingParams { temperature = 0, max_tokens = 4 }), { chat_template = "{{ messages[0].content }} went" }))
+    assert.are.equal("Lily went", outs2[1].prompt)
+    llm:close()
+  end)
+end)
