@@ -139,6 +139,141 @@ function M.compile(source, origin)
   return t
 end
 
+-- ---- vLLM's message preprocessing ---------------------------------------------------------
+
+-- every node of a parsed template (depth first)
+local function walk(node, fn)
+  if type(node) ~= "table" then return end
+  if node.k then fn(node) end
+  for k, v in pairs(node) do
+    if k ~= "pos" and type(v) == "table" then walk(v, fn) end
+  end
+end
+
+-- vLLM's _is_var_or_elems_access: `name`, `name.key` / `name['key']`, through filters, tests
+-- and slices
+local function accesses(node, var, key)
+  if node.k == "filter" or node.k == "test" then return accesses(node.a, var, key) end
+  if node.k == "slice" then return accesses(node.o, var, key) end
+  if key then
+    if node.k == "getattr" then return node.n == key and node.o.k == "name" and node.o.n == var end
+    if node.k == "getitem" then
+      return node.i.k == "lit" and node.i.v == key and node.o.k == "name" and node.o.n == var
+    end
+    return false
+  end
+  return node.k == "name" and node.n == var
+end
+
+-- "openai" when the template loops over a message's content (for part in message['content']),
+-- else "string": vLLM's content-format detection (chat_utils._detect_content_format), which
+-- follows names assigned from `messages` and loops over them to find the message variables
+function M.content_format(tpl)
+  local sets, fors = {}, {}
+  walk(tpl.ast, function(n)
+    if n.k == "set" and n.target.k == "name" then sets[#sets + 1] = n end
+    if n.k == "for" then fors[#fors + 1] = n end
+  end)
+  local msg_vars, queue, seen = {}, { "messages" }, { messages = true }
+  while #queue > 0 do
+    local var = table.remove(queue, 1)
+    msg_vars[#msg_vars + 1] = var
+    for _, n in ipairs(sets) do
+      if accesses(n.e, var) and not seen[n.target.n] then
+        seen[n.target.n] = true
+        queue[#queue + 1] = n.target.n
+      end
+    end
+  end
+  local item_vars = {}
+  for _, f in ipairs(fors) do
+    for _, var in ipairs(msg_vars) do
+      if f.target.k == "name" and accesses(f.iter, var) then item_vars[#item_vars + 1] = f.target.n break end
+    end
+  end
+  for _, f in ipairs(fors) do
+    for _, var in ipairs(item_vars) do
+      if accesses(f.iter, var, "content") then return "openai" end
+    end
+  end
+  return "string"
+end
+
+local function get(m, k)
+  if V.is_map(m) then return V.dget(m, k) end
+  return m[k]
+end
+
+-- the conversation as vLLM hands it to the template (chat_utils.parse_chat_messages): content
+-- as one string (text parts joined by "\n") or, for "openai" templates, a list of
+-- {type = "text", text = ...} parts; role, content, then tool_calls (assistant, with string
+-- arguments parsed to objects), tool_call_id (tool), name and reasoning_content when given.
+function M.parse_messages(messages, format)
+  local out = V.list()
+  for i, m in ipairs(V.from_lua(messages)) do
+    if not V.is_map(m) then return nil, string.format("message %d is not an object", i) end
+    local role, content = get(m, "role"), get(m, "content")
+    if type(role) ~= "string" then return nil, string.format("message %d has no role", i) end
+    local parts = {}
+    if type(content) == "string" then parts = { content }
+    elseif V.is_seq(content) then
+      for j, p in ipairs(content) do
+        local ptype = V.is_map(p) and get(p, "type")
+        if type(p) == "string" then parts[#parts + 1] = p
+        elseif ptype == "text" or ptype == "input_text" or ptype == "output_text" or ptype == "refusal" then
+          local text = get(p, "text") or get(p, "refusal")
+          if type(text) ~= "string" then return nil, string.format("message %d part %d has no text", i, j) end
+          parts[#parts + 1] = text
+        else
+          return nil, string.format("message %d part %d: content part type %s is not supported (text only)",
+            i, j, V.repr(ptype or V.NONE))
+        end
+      end
+    elseif content ~= nil and content ~= V.NONE then
+      return nil, string.format("message %d: content must be a string or a list of parts", i)
+    end
+    local msg = V.dict()
+    V.dset(msg, "role", role)
+    if format == "openai" then
+      local l = V.list()
+      for j, t in ipairs(parts) do
+        local d = V.dict()
+        V.dset(d, "type", "text")
+        V.dset(d, "text", t)
+        l[j] = d
+      end
+      V.dset(msg, "content", l)
+    else
+      V.dset(msg, "content", table.concat(parts, "\n"))
+    end
+    local calls = get(m, "tool_calls")
+    if role == "assistant" and V.is_seq(calls) then
+      for j, c in ipairs(calls) do
+        local fn = V.is_map(c) and get(c, "function")
+        if V.is_map(fn) then
+          local args = get(fn, "arguments")
+          if type(args) == "string" and args ~= "" then
+            local parsed, err = json.decode(args)
+            if parsed == nil then return nil, string.format("message %d tool call %d: arguments: %s", i, j, err) end
+            V.dset(fn, "arguments", parsed)
+          elseif args == nil or args == V.NONE or args == "" then
+            V.dset(fn, "arguments", V.dict())
+          end
+        end
+      end
+      V.dset(msg, "tool_calls", calls)
+    end
+    local id = get(m, "tool_call_id")
+    if role == "tool" and id ~= nil then V.dset(msg, "tool_call_id", id) end
+    local name = get(m, "name")
+    if name ~= nil then V.dset(msg, "name", name) end
+    local reasoning = get(m, "reasoning_content") or get(m, "reasoning")
+    if reasoning ~= nil and reasoning ~= V.NONE then V.dset(msg, "reasoning_content", reasoning) end
+    out[i] = msg
+  end
+  return out
+end
+
 -- render(source_or_template, vars, o) with transformers' continue_final_message handling
 -- messages/tools may be engine values (from lunar.jinja.json) or plain Lua tables.
 function M.render(tpl, messages, o)
@@ -195,7 +330,10 @@ end
 
 -- apply(llm, messages, opts) -> prompt text | nil, err. llm: an LLM (opts.model, opts.chat_template,
 -- model.config.model_type) or any table with those fields. opts = {chat_template=,
--- add_generation_prompt=true, continue_final_message=, tools=, documents=, chat_template_kwargs=}
+-- add_generation_prompt=true, continue_final_message=, tools=, documents=, chat_template_kwargs=,
+-- content_format = "auto"|"string"|"openai"|"raw"}. Messages go through vLLM's preprocessing
+-- (parse_messages, with the content format detected from the template as vLLM's "auto" does)
+-- unless content_format is "raw", which hands them to the template untouched as transformers does.
 function M.apply(llm, messages, o)
   o = o or {}
   local lopts = llm.opts or {}
@@ -216,6 +354,13 @@ function M.apply(llm, messages, o)
   end
   local tpl, cerr = M.compile(source, origin)
   if not tpl then return nil, cerr end
+  local format = o.content_format or lopts.chat_template_content_format or "auto"
+  if format == "auto" then format = M.content_format(tpl) end
+  if format ~= "raw" then
+    local err
+    messages, err = M.parse_messages(messages, format)
+    if not messages then return nil, err end
+  end
   llm._special_tokens = llm._special_tokens or M.special_tokens(dir)
   return M.render(tpl, messages, {
     add_generation_prompt = o.add_generation_prompt, continue_final_message = o.continue_final_message,

@@ -118,6 +118,54 @@ describe("template.apply", function()
   end)
 end)
 
+describe("vLLM's message preprocessing", function()
+  local F = require "template_fixtures"
+  local V = jinja.value
+
+  it("detects the content format of every fixture template as vLLM does (Jinja2 AST reference)", function()
+    local n = 0
+    for _, fx in ipairs(F.fixtures()) do
+      local f = assert(io.open(F.template_path(V.dget(fx.data, "template"))))
+      local t = assert(template.compile(f:read("*a"), fx.name))
+      f:close()
+      assert.are.equal(V.dget(fx.data, "content_format"), template.content_format(t), fx.name)
+      n = n + 1
+    end
+    assert.is_true(n >= 30)
+  end)
+  it("joins text parts with newlines for string templates and keeps parts for openai ones", function()
+    local msgs = { { role = "user", content = { { type = "text", text = "a" }, { type = "text", text = "b" } } },
+      { role = "assistant", content = "x" } }
+    local s = assert(template.parse_messages(msgs, "string"))
+    assert.are.equal("a\nb", V.dget(s[1], "content"))
+    local o = assert(template.parse_messages(msgs, "openai"))
+    local parts = V.dget(o[2], "content")
+    assert.are.equal(1, #parts)
+    assert.are.equal("x", V.dget(parts[1], "text"))
+  end)
+  it("parses tool-call arguments given as JSON text, as vLLM does", function()
+    local msgs = { { role = "assistant", content = V.NONE, tool_calls = { { id = "c1", type = "function",
+      ["function"] = { name = "f", arguments = '{"x": 1}' } } } }, { role = "tool", tool_call_id = "c1", content = "2" } }
+    local m = assert(template.parse_messages(msgs, "string"))
+    assert.are.equal("", V.dget(m[1], "content"))
+    local fn = V.dget(V.dget(m[1], "tool_calls")[1], "function")
+    assert.are.equal(1, V.dget(V.dget(fn, "arguments"), "x"))
+    assert.are.equal("c1", V.dget(m[2], "tool_call_id"))
+  end)
+  it("refuses messages without a role, with bad content or non-text parts", function()
+    for _, case in ipairs {
+      { { { content = "hi" } }, "message 1 has no role" },
+      { { { role = "user", content = 5 } }, "content must be a string or a list" },
+      { { { role = "user", content = { { type = "image_url", image_url = { url = "x" } } } } }, "text only" },
+      { { "hello" }, "message 1 is not an object" },
+    } do
+      local m, err = template.parse_messages(case[1], "string")
+      assert.is_nil(m)
+      assert.matches(case[2], err, 1, true)
+    end
+  end)
+end)
+
 describe("LLM:chat", function()
   it("generates on stories260K through the chatml built-in", function()
     local lunar = require "lunar"

@@ -51,15 +51,28 @@ local function char_set(chars)
   for _, c in ipairs(V.chars(chars)) do set[c] = true end
   return set
 end
+local WS_SET = {}
+for i = 1, #WS do WS_SET[WS:byte(i)] = true end
+local byte = string.byte
 local function strip(s, chars, left, right)
+  local set
   if chars == nil or chars == NONE then
-    if left then s = s:gsub("^[" .. WS .. "]+", "") end
-    if right then s = s:gsub("[" .. WS .. "]+$", "") end
-    return s
+    set = WS_SET
+  elseif type(chars) ~= "string" then
+    raise("strip arg must be None or str")
+  elseif V.is_ascii(chars) then
+    -- ASCII strip characters never match a byte of a multi-byte character: scan bytes
+    set = {}
+    for i = 1, #chars do set[byte(chars, i)] = true end
   end
-  if type(chars) ~= "string" then raise("strip arg must be None or str") end
+  if set then
+    local i, j = 1, #s
+    if left then while i <= j and set[byte(s, i)] do i = i + 1 end end
+    if right then while j >= i and set[byte(s, j)] do j = j - 1 end end
+    return s:sub(i, j)
+  end
   local cs = V.chars(s)
-  local set = char_set(chars)
+  set = char_set(chars)
   local i, j = 1, #cs
   if left then while i <= j and set[cs[i]] do i = i + 1 end end
   if right then while j >= i and set[cs[j]] do j = j - 1 end end

@@ -144,11 +144,16 @@ local function call(R, f, args, kwargs)
 end
 M.call = call
 
+-- shared by every call without keyword arguments; callees only read their kwargs
+local NO_KWARGS = setmetatable({}, { __newindex = function() error("NO_KWARGS is read-only") end })
+
 local function eval_args(R, node, frame)
-  local args, kwargs = {}, {}
-  for i, a in ipairs(node.args) do args[i] = plain(eval(R, a, frame)) end
-  local order = {}
-  for i, kv in ipairs(node.kwargs) do kwargs[kv[1]] = eval(R, kv[2], frame) order[i] = kv[1] end
+  local args = {}
+  local nargs, nkw = node.args, node.kwargs
+  for i = 1, #nargs do args[i] = plain(eval(R, nargs[i], frame)) end
+  if #nkw == 0 then return args, NO_KWARGS end
+  local kwargs, order = {}, {}
+  for i, kv in ipairs(nkw) do kwargs[kv[1]] = eval(R, kv[2], frame) order[i] = kv[1] end
   kwargs[V.KWORDER] = order
   return args, kwargs
 end
@@ -421,8 +426,9 @@ end
 S.callblock = function(R, n, frame)
   local caller = setmetatable({ name = "caller", params = n.params, body = n.body, frame = frame }, Macro)
   local f = eval(R, n.call.f, frame)
-  local args, kwargs = eval_args(R, n.call, frame)
-  kwargs.caller = caller
+  local args, kw = eval_args(R, n.call, frame)
+  local kwargs = { caller = caller, [V.KWORDER] = kw[V.KWORDER] }
+  for k, v in pairs(kw) do if type(k) == "string" then kwargs[k] = v end end
   R.pos = n.pos
   emit(R, str(call(R, f, args, kwargs)))
 end
