@@ -54,6 +54,9 @@ end
 
 -- resolve{chat_template=, model_dir=, model_type=, name="default"|"tool_use"|nil}
 --   -> source, origin | nil, err
+-- chat_template (the --chat-template flag) is a file, else inline Jinja, else the name of a
+-- built-in (templates/<name>.jinja: "chatml", "llama-3"...; a lunar extension to vLLM's flag).
+-- model_type defaults to config.json's in model_dir.
 function M.resolve(o)
   local flag = o.chat_template
   if flag and flag ~= "" then
@@ -63,10 +66,14 @@ function M.resolve(o)
       return s, flag
     end
     if looks_inline(flag) then return flag, "inline" end
-    return nil, string.format("chat template %q: no such file, and it is not an inline Jinja template "
-      .. "(no '{{' or '{%%')", flag)
+    if flag:match("^[%w_.-]+$") and util.file_exists(M.builtin_path(flag)) then
+      return util.read_file(M.builtin_path(flag)), M.builtin_path(flag)
+    end
+    return nil, string.format("chat template %q: no such file, not inline Jinja (no '{{' or '{%%') "
+      .. "and not a built-in name (templates/*.jinja)", flag)
   end
   local dir = o.model_dir
+  local mt = o.model_type
   if dir then
     local jpath = dir .. "/chat_template.jinja"
     if util.file_exists(jpath) then return util.read_file(jpath), jpath end
@@ -75,9 +82,12 @@ function M.resolve(o)
     local ct = cfg and V.dget(cfg, "chat_template")
     local s = ct and pick_named(ct, o.name)
     if type(s) == "string" then return s, dir .. "/tokenizer_config.json" end
+    if mt == nil and util.file_exists(dir .. "/config.json") then
+      local mc = json.read(dir .. "/config.json")
+      mt = V.is_map(mc) and V.dget(mc, "model_type") or nil
+    end
   end
-  local mt = o.model_type
-  local builtin = mt and M.builtin_for_type[mt]
+  local builtin = type(mt) == "string" and M.builtin_for_type[mt]
   if mt == "llama" and dir then
     local cfg = tokenizer_config(dir)
     local bos = cfg and V.dget(cfg, "bos_token")
@@ -90,9 +100,9 @@ function M.resolve(o)
     if not s then return nil, "built-in chat template " .. path .. ": " .. tostring(err) end
     return s, path
   end
-  return nil, string.format("%s has no chat template: pass --chat-template FILE (or inline Jinja); "
-    .. "it has no chat_template in tokenizer_config.json and no built-in matches model_type %s "
-    .. "(built-ins: templates/*.jinja)", dir or "the model", tostring(mt))
+  return nil, string.format("%s has no chat template: pass --chat-template FILE (or inline Jinja, or a "
+    .. "built-in name); it has no chat_template in tokenizer_config.json and no built-in matches "
+    .. "model_type %s (built-ins: templates/*.jinja)", dir or "the model", tostring(mt))
 end
 
 local TOKEN_KEYS = { "bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token",
@@ -169,6 +179,12 @@ end
 -- else "string": vLLM's content-format detection (chat_utils._detect_content_format), which
 -- follows names assigned from `messages` and loops over them to find the message variables
 function M.content_format(tpl)
+  if tpl._content_format then return tpl._content_format end
+  tpl._content_format = M.detect_content_format(tpl)
+  return tpl._content_format
+end
+
+function M.detect_content_format(tpl)
   local sets, fors = {}, {}
   walk(tpl.ast, function(n)
     if n.k == "set" and n.target.k == "name" then sets[#sets + 1] = n end
@@ -209,8 +225,10 @@ end
 -- {type = "text", text = ...} parts; role, content, then tool_calls (assistant, with string
 -- arguments parsed to objects), tool_call_id (tool), name and reasoning_content when given.
 function M.parse_messages(messages, format)
+  messages = V.from_lua(messages)
+  if not V.is_seq(messages) or #messages == 0 then return nil, "messages must be a non-empty list" end
   local out = V.list()
-  for i, m in ipairs(V.from_lua(messages)) do
+  for i, m in ipairs(messages) do
     if not V.is_map(m) then return nil, string.format("message %d is not an object", i) end
     local role, content = get(m, "role"), get(m, "content")
     if type(role) ~= "string" then return nil, string.format("message %d has no role", i) end
@@ -328,43 +346,56 @@ function M.render(tpl, messages, o)
   return text
 end
 
--- apply(llm, messages, opts) -> prompt text | nil, err. llm: an LLM (opts.model, opts.chat_template,
--- model.config.model_type) or any table with those fields. opts = {chat_template=,
--- add_generation_prompt=true, continue_final_message=, tools=, documents=, chat_template_kwargs=,
--- content_format = "auto"|"string"|"openai"|"raw"}. Messages go through vLLM's preprocessing
+-- the LLM's own template for `name` ("default" or "tool_use"), resolved and compiled once:
+-- its chat_template option (file, inline or built-in name), else the model's, else a built-in
+function M.for_llm(llm, name)
+  llm._chat_templates = llm._chat_templates or {}
+  local hit = llm._chat_templates[name]
+  if hit then return hit[1], hit[2] end
+  local lopts = llm.opts or {}
+  local cfg = llm.model and llm.model.config or {}
+  local source, origin = M.resolve { chat_template = lopts.chat_template, model_dir = lopts.tokenizer or lopts.model,
+    model_type = cfg.model_type, name = name }
+  local tpl, err
+  if source then tpl, err = M.compile(source, origin) else err = origin end
+  llm._chat_templates[name] = { tpl, err }
+  return tpl, err
+end
+
+-- apply(llm, messages, opts) -> prompt text | nil, err: what vLLM's chat() and
+-- /v1/chat/completions render. llm: an LLM or any table with opts (model, tokenizer,
+-- chat_template) and model.config.model_type. opts = {chat_template=, add_generation_prompt=true,
+-- continue_final_message=, tools=, documents=, chat_template_kwargs=,
+-- content_format = "auto"|"string"|"openai"|"raw"}.
+-- opts.chat_template is template source, never a path (a request must not make the server read
+-- its files), as vLLM's per-request chat_template. Messages go through vLLM's preprocessing
 -- (parse_messages, with the content format detected from the template as vLLM's "auto" does)
 -- unless content_format is "raw", which hands them to the template untouched as transformers does.
+-- messages/tools/documents/kwargs may be plain Lua tables or engine values (lunar.jinja.json,
+-- which keeps JSON object key order, as Python's json does, for tojson).
 function M.apply(llm, messages, o)
   o = o or {}
   local lopts = llm.opts or {}
-  local dir = lopts.tokenizer or lopts.model
-  local cfg = llm.model and llm.model.config or {}
   local tools = o.tools
-  local has_tools = tools ~= nil and tools ~= V.NONE and (type(tools) ~= "table" or next(tools) ~= nil)
-  local name = has_tools and "tool_use" or "default"
-  local source, origin
-  local flag = o.chat_template or lopts.chat_template
-  if not flag and llm.tokenizer and llm.tokenizer.chat_template then
-    source = llm.tokenizer:chat_template(name) or llm.tokenizer:chat_template("default")
-    origin = source and ((dir or "model") .. "/tokenizer_config.json")
+  if tools == V.NONE or (type(tools) == "table" and next(tools) == nil) then tools = nil end
+  local tpl, err
+  if o.chat_template ~= nil then
+    if type(o.chat_template) ~= "string" then return nil, "chat_template must be a string" end
+    tpl, err = M.compile(o.chat_template, "request chat_template")
+  else
+    tpl, err = M.for_llm(llm, tools and "tool_use" or "default")
   end
-  if not source then
-    source, origin = M.resolve { chat_template = flag, model_dir = dir, model_type = cfg.model_type, name = name }
-    if not source then return nil, origin end
-  end
-  local tpl, cerr = M.compile(source, origin)
-  if not tpl then return nil, cerr end
+  if not tpl then return nil, err end
   local format = o.content_format or lopts.chat_template_content_format or "auto"
   if format == "auto" then format = M.content_format(tpl) end
   if format ~= "raw" then
-    local err
     messages, err = M.parse_messages(messages, format)
     if not messages then return nil, err end
   end
-  llm._special_tokens = llm._special_tokens or M.special_tokens(dir)
+  llm._special_tokens = llm._special_tokens or M.special_tokens(lopts.tokenizer or lopts.model)
   return M.render(tpl, messages, {
     add_generation_prompt = o.add_generation_prompt, continue_final_message = o.continue_final_message,
-    tools = has_tools and tools or nil, documents = o.documents, chat_template_kwargs = o.chat_template_kwargs,
+    tools = tools, documents = o.documents, chat_template_kwargs = o.chat_template_kwargs,
     special_tokens = llm._special_tokens,
   })
 end

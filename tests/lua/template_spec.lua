@@ -167,19 +167,54 @@ describe("vLLM's message preprocessing", function()
 end)
 
 describe("LLM:chat", function()
-  it("generates on stories260K through the chatml built-in", function()
-    local lunar = require "lunar"
-    local llm = assert(lunar.LLM { model = MODEL, chat_template = SRC .. "/templates/chatml.jinja", num_threads = 2 })
-    local outs = assert(llm:chat({ { role = "user", content = "Once upon a time" } },
-      assert(lunar.SamplingParams { temperature = 0, max_tokens = 8 })))
+  local lunar = require "lunar"
+  local llm
+  setup(function()
+    llm = assert(lunar.LLM { model = MODEL, chat_template = "chatml", num_threads = 2 })
+  end)
+  teardown(function() if llm then llm:close() end end)
+  local function greedy(n) return assert(lunar.SamplingParams { temperature = 0, max_tokens = n }) end
+
+  it("renders through the built-in named by chat_template and generates greedily what generate() gives that prompt", function()
+    local conv = { { role = "system", content = "You tell stories." }, { role = "user", content = "Once upon a time" } }
+    local outs = assert(llm:chat(conv, greedy(12)))
     assert.are.equal(1, #outs)
-    assert.are.equal("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+    assert.are.equal("<|im_start|>system\nYou tell stories.<|im_end|>\n<|im_start|>user\n"
       .. "Once upon a time<|im_end|>\n<|im_start|>assistant\n", outs[1].prompt)
-    assert.are.equal(8, #outs[1].outputs[1].token_ids)
-    -- per call, an inline template wins over the LLM's
-    local outs2 = assert(llm:chat({ { role = "user", content = "Lily" } },
-      assert(lunar.SamplingParams { temperature = 0, max_tokens = 4 }), { chat_template = "{{ messages[0].content }} went" }))
-    assert.are.equal("Lily went", outs2[1].prompt)
-    llm:close()
+    local direct = assert(llm:generate({ outs[1].prompt }, greedy(12), { add_special_tokens = false }))
+    assert.are.same(direct[1].prompt_token_ids, outs[1].prompt_token_ids)
+    assert.are.same(direct[1].outputs[1].token_ids, outs[1].outputs[1].token_ids)
+    assert.are.equal(direct[1].outputs[1].text, outs[1].outputs[1].text)
+    -- the template's tokens are the prompt's: no BOS added in front of them (vLLM's chat)
+    local want = assert(llm.tokenizer:encode(outs[1].prompt, { add_special_tokens = false }))
+    assert.are.same(want, outs[1].prompt_token_ids)
+  end)
+  it("takes a list of conversations, and content as a list of text parts", function()
+    local outs = assert(llm:chat({ { { role = "user", content = "Lily" } },
+      { { role = "user", content = { { type = "text", text = "Li" }, { type = "text", text = "ly" } } } } }, greedy(4)))
+    assert.are.equal(2, #outs)
+    assert.matches("user\nLily<|im_end|>", outs[1].prompt, 1, true)
+    assert.matches("user\nLi\nly<|im_end|>", outs[2].prompt, 1, true)
+  end)
+  it("uses a per-call chat_template as template source", function()
+    local outs = assert(llm:chat({ { role = "user", content = "Lily" } }, greedy(4), { chat_template = "{{ messages[0].content }} went" }))
+    assert.are.equal("Lily went", outs[1].prompt)
+  end)
+  it("refuses bad messages with a clear error", function()
+    for _, case in ipairs {
+      { {}, "messages must be a non-empty list" },
+      { { { content = "no role" } }, "message 1 has no role" },
+      { { { role = "user", content = 42 } }, "content must be a string or a list of parts" },
+      { { { role = "user", content = { { type = "image_url" } } } }, "text only" },
+    } do
+      local outs, err = llm:chat(case[1], greedy(2))
+      assert.is_nil(outs)
+      assert.matches(case[2], err, 1, true)
+    end
+    local outs, err = llm:chat({ { role = "user", content = "x" } }, greedy(2),
+      { chat_template = "{% if messages[0].role == 'user' %}{{ raise_exception('system first') }}{% endif %}" })
+    assert.is_nil(outs)
+    assert.matches("system first", err, 1, true)
+    assert.matches("1:", err, 1, true)
   end)
 end)
