@@ -37,6 +37,21 @@ out=$("$LUNAR_BIN" template render --model "$M" --messages "$tmp/hi.json" --add-
 expect_rc 0 "--model falls back to a built-in by model_type"
 expect_eq "$out" "<s>[INST] Hi [/INST]" "llama model without a template gets llama-2"
 
+# content as a list of text parts, as vLLM hands it on: joined with "\n" for a template that reads
+# content as text (chatml), kept as parts for one that loops over them (gemma3); raw = untouched,
+# as transformers' apply_chat_template (expected texts rendered by Jinja2 3.1.6)
+printf '[{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}]' > "$tmp/parts.json"
+out=$("$LUNAR_BIN" template render --template chatml --messages "$tmp/parts.json"); expect_rc 0 "--template takes a built-in name"
+expect_eq "$out" $'<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\na\nb<|im_end|>' \
+  "text parts joined with newlines for a string-content template (vLLM)"
+out=$("$LUNAR_BIN" template render --template chatml --messages "$tmp/parts.json" --chat-template-content-format raw)
+expect_eq "$out" $'<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nab<|im_end|>' \
+  "raw: the template sees the parts (transformers)"
+if [ -f "$LUNAR_SHARED/chat-templates/gemma3.jinja" ]; then
+  out=$("$LUNAR_BIN" template render --template "$LUNAR_SHARED/chat-templates/gemma3.jinja" --messages "$tmp/parts.json")
+  expect_eq "$out" $'<start_of_turn>user\nab<end_of_turn>' "parts kept for a template that loops over content (gemma3)"
+fi
+
 out=$("$LUNAR_BIN" template render --template '{{ raise_exception("roles must alternate") }}' --messages "$tmp/hi.json" 2>&1)
 expect_rc 1 "a raising template exits 1"
 expect_contains "$out" "inline:1:" "the error names the template position"

@@ -4,7 +4,6 @@
 local template = require "lunar.template"
 local json = require "lunar.jinja.json"
 local V = require "lunar.jinja.value"
-local util = require "lunar.util"
 
 local function fail(msg) error("lunar: template: " .. msg, 0) end
 
@@ -30,6 +29,9 @@ return {
     { name = "--tools", type = "string", help = "JSON list of tool schemas" },
     { name = "--vars", type = "string", help = "JSON object of extra template variables (chat_template_kwargs)" },
     { name = "--tokens", type = "bool", default = false, help = "also print the token ids (needs --model)" },
+    { name = "--chat-template-content-format", type = "choice", choices = { "auto", "string", "openai", "raw" },
+      default = "auto", help = "messages as vLLM hands them to the template (auto: detected from the "
+        .. "template, as the server does); raw: untouched, as transformers' apply_chat_template" },
   },
   run = function(o, pos)
     if pos[1] ~= "render" then fail("the only subcommand is 'render'; see --help") end
@@ -41,20 +43,11 @@ return {
     local tools = o.tools and read_json(o.tools, "--tools") or nil
     local kwargs = o.vars and read_json(o.vars, "--vars") or nil
     if kwargs and not V.is_map(kwargs) then fail("--vars must hold a JSON object") end
-    local model_type
-    if o.model then
-      local cfg = util.file_exists(o.model .. "/config.json") and json.read(o.model .. "/config.json")
-      model_type = cfg and V.dget(cfg, "model_type")
-    end
-    local name = (tools and #tools > 0) and "tool_use" or "default"
-    local source, origin = template.resolve { chat_template = flag, model_dir = o.model, model_type = model_type,
-      name = name }
-    if not source then fail(origin) end
-    local tpl, cerr = template.compile(source, origin)
-    if not tpl then fail(cerr) end
-    local text, err = template.render(tpl, messages, {
-      add_generation_prompt = o.add_generation_prompt, continue_final_message = o.continue_final_message,
-      tools = tools, chat_template_kwargs = kwargs, special_tokens = template.special_tokens(o.model),
+    -- what LLM:chat and the server do with this model and --chat-template
+    local llm = { opts = { model = o.model, chat_template = flag } }
+    local text, err = template.apply(llm, messages, {
+      add_generation_prompt = o.add_generation_prompt, continue_final_message = o.continue_final_message
+        or nil, tools = tools, chat_template_kwargs = kwargs, content_format = o.chat_template_content_format,
     })
     if not text then fail(err) end
     io.write(text)
