@@ -85,6 +85,12 @@ online=$(echo "$out" | json 'v.choices[0].message.content + "\n" + v.usage.promp
 expect_eq "$online" "$offline" "greedy chat completion through the server == offline llm:chat for the same messages"
 out=$(curl -s $U/tokenize -H 'content-type: application/json' -d "{\"messages\":$msgs}")
 expect_eq "$(echo "$out" | json 'v.count')" "$(echo "$offline" | tail -1)" "/tokenize of messages counts the chat prompt's tokens"
+tools='[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]},"x":1.0,"y":[1,2.5e3]}}]'
+ids=$(curl -s $U/tokenize -H 'content-type: application/json' \
+  -d "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":$tools,\"chat_template\":\"{{ tools | tojson }}\"}" | json 'JSON.stringify(v.tokens)')
+out=$(curl -s $U/detokenize -H 'content-type: application/json' -d "{\"tokens\":$ids}" | json 'v.prompt')
+expect_eq "$out" '[{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}, "x": 1.0, "y": [1, 2500.0]}}]' \
+  "tools reach the template in the request's key order, 1.0 kept a float (Python json.dumps of the same body)"
 cj() { code $U/v1/chat/completions -H 'content-type: application/json' -d "$1"; }
 expect_eq "$(cj '{"max_tokens":2}')" 400 "chat without messages -> 400"
 expect_contains "$(cat $tmp/body)" '"param":"messages"' "the error names messages"
