@@ -107,6 +107,10 @@ expect_eq "$(cj '{"messages":[{"role":"user","content":"x"}],"max_tokens":2,"cha
   "a request chat_template is source, never a path the server would read"
 expect_eq "$(cj '{"messages":[{"role":"user","content":"x"}],"max_tokens":2,"chat_template":"x{{ messages[0].content.__class__ }}"}')" 200 \
   "sandbox: a request template reaches no Python-style internals"
+expect_eq "$(cj '{"messages":[{"role":"user","content":"x"},{"role":"assistant","content":"Once"}],"max_tokens":2,"continue_final_message":true,"add_generation_prompt":true}')" 400 \
+  "continue_final_message with an explicit add_generation_prompt -> 400"
+expect_eq "$(cj '{"messages":[{"role":"user","content":"x"},{"role":"assistant","content":"Once"}],"max_tokens":2,"continue_final_message":true}')" 200 \
+  "continue_final_message alone -> 200"
 expect_eq "$(cj "{\"messages\":$msgs,\"max_tokens\":2}")" 200 "the server keeps serving chat after the errors"
 
 # bad input: each gets its error, the server keeps serving

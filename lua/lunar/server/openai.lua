@@ -236,8 +236,14 @@ end
 local function chat_prompt(srv, req, body)
   local c, err = chat_messages(req, body)
   if not c then return nil, err end
+  for _, k in ipairs { "add_generation_prompt", "continue_final_message" } do -- /tokenize is not validated
+    if body[k] == null then body[k] = nil end
+    if body[k] ~= nil and type(body[k]) ~= "boolean" then return nil, bad(k .. " must be a boolean", k) end
+  end
   local text, terr = require("lunar.template").apply(srv.llm, c.messages, {
-    chat_template = body.chat_template, add_generation_prompt = body.add_generation_prompt ~= false,
+    -- absent add_generation_prompt means true, and only an explicit true conflicts with
+    -- continue_final_message (vLLM's check_generation_prompt reads the raw request)
+    chat_template = body.chat_template, add_generation_prompt = body.add_generation_prompt,
     continue_final_message = body.continue_final_message, tools = c.tools, documents = c.documents,
     chat_template_kwargs = c.chat_template_kwargs,
   })
