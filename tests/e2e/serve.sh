@@ -25,7 +25,8 @@ start() { # start NAME ARGS... -> sets PORT_<NAME>, PID_<NAME>
 }
 json() { node -e "const v=JSON.parse(require('fs').readFileSync(0,'utf8')); const f=new Function('v','return ('+process.argv[1]+')'); console.log(f(v))" "$1"; }
 
-start main --served-model-name stories tiny --max-request-body 1M --handler "$LUNAR_SRC/examples/handler.lua"
+start main --served-model-name stories tiny --max-request-body 1M --handler "$LUNAR_SRC/examples/handler.lua" \
+  --chat-template chatml
 U="http://127.0.0.1:$PORT_main"
 expect_eq "$(curl -s -o /dev/null -w '%{http_code}' $U/health)" 200 "GET /health"
 out=$(curl -s $U/v1/models); expect_eq "$(echo "$out" | json 'v.data.map(m=>m.id).join(",")')" "stories,tiny" "two served names"
@@ -62,12 +63,58 @@ n2=$(curl "${par[@]}" | grep -c 'data: \[DONE\]')
 expect_eq "$n2" 20 "20 concurrent streams on one HTTP/2 connection"
 
 # the official openai client
-(cd "$LUNAR_SRC/tests/js" && node openai_client.mjs "$U/v1" none stories ${LUNAR_TEST_CHAT:-}) > "$tmp/openai.out" 2>&1
+(cd "$LUNAR_SRC/tests/js" && node openai_client.mjs "$U/v1" none stories chat) > "$tmp/openai.out" 2>&1
 expect_rc 0 "openai npm client: $(tail -1 "$tmp/openai.out")"
 grep FAIL "$tmp/openai.out" >&2
 
-# bad input: each gets its error, the server keeps serving
+# chat: the server's greedy completion equals the offline API's (llm:chat in `lunar run`) for the
+# same messages, both through the chatml built-in; then chat errors, each a 400 in OpenAI's shape
 code() { curl -s -o "$tmp/body" -w '%{http_code}' "$@"; }
+msgs='[{"role":"system","content":"You tell stories."},{"role":"user","content":"Once upon a time there was a cat"},{"role":"assistant","content":"The cat was big."},{"role":"user","content":[{"type":"text","text":"What happened"},{"type":"text","text":"next? 🙂"}]}]'
+cat > "$tmp/chat.lua" <<LUA
+local lunar = require "lunar"
+local json = require "lunar.jinja.json"
+local llm = assert(lunar.LLM { model = "$M", chat_template = "chatml", num_threads = 2 })
+local outs = assert(llm:chat(assert(json.decode(arg[1])), assert(lunar.SamplingParams { temperature = 0, max_tokens = 24 })))
+io.write(outs[1].outputs[1].text, "\n", #outs[1].prompt_token_ids, "\n")
+llm:close()
+LUA
+offline=$("$LUNAR_BIN" run "$tmp/chat.lua" "$msgs"); expect_rc 0 "offline llm:chat"
+out=$(curl -s $U/v1/chat/completions -H 'content-type: application/json' \
+  -d "{\"model\":\"stories\",\"messages\":$msgs,\"max_tokens\":24,\"temperature\":0}")
+online=$(echo "$out" | json 'v.choices[0].message.content + "\n" + v.usage.prompt_tokens')
+expect_eq "$online" "$offline" "greedy chat completion through the server == offline llm:chat for the same messages"
+out=$(curl -s $U/tokenize -H 'content-type: application/json' -d "{\"messages\":$msgs}")
+expect_eq "$(echo "$out" | json 'v.count')" "$(echo "$offline" | tail -1)" "/tokenize of messages counts the chat prompt's tokens"
+tools='[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]},"x":1.0,"y":[1,2.5e3]}}]'
+ids=$(curl -s $U/tokenize -H 'content-type: application/json' \
+  -d "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":$tools,\"chat_template\":\"{{ tools | tojson }}\"}" | json 'JSON.stringify(v.tokens)')
+out=$(curl -s $U/detokenize -H 'content-type: application/json' -d "{\"tokens\":$ids}" | json 'v.prompt')
+expect_eq "$out" '[{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}, "x": 1.0, "y": [1, 2500.0]}}]' \
+  "tools reach the template in the request's key order, 1.0 kept a float (Python json.dumps of the same body)"
+cj() { code $U/v1/chat/completions -H 'content-type: application/json' -d "$1"; }
+expect_eq "$(cj '{"max_tokens":2}')" 400 "chat without messages -> 400"
+expect_contains "$(cat $tmp/body)" '"param":"messages"' "the error names messages"
+expect_eq "$(cj '{"messages":[{"role":7,"content":"x"}],"max_tokens":2}')" 400 "chat with a non-string role -> 400"
+expect_contains "$(cat $tmp/body)" '"type":"BadRequestError"' "in OpenAI's error shape"
+expect_eq "$(cj '{"messages":[{"content":"x"}],"max_tokens":2}')" 400 "chat message without a role -> 400"
+expect_eq "$(cj '{"messages":[{"role":"user","content":{"a":1}}],"max_tokens":2}')" 400 "chat content of the wrong type -> 400"
+expect_eq "$(cj '{"messages":[{"role":"user","content":"x"}],"max_tokens":2,"chat_template":"{% if messages[0].role != \"system\" %}{{ raise_exception(\"a system message must come first\") }}{% endif %}"}')" 400 \
+  "a template that raises -> 400"
+expect_contains "$(cat $tmp/body)" "a system message must come first" "the template's message reaches the client"
+expect_eq "$(cj '{"messages":[{"role":"user","content":"x"}],"max_tokens":2,"chat_template":"{% for x in range(10) %}{% for y in range(10) %}{% for z in range(100000) %}{% endfor %}{% endfor %}{% endfor %}"}')" 400 \
+  "a template that would loop for ever -> 400 (step limit)"
+expect_eq "$(cj '{"messages":[{"role":"user","content":"x"}],"max_tokens":2,"chat_template":"/etc/passwd"}')" 200 \
+  "a request chat_template is source, never a path the server would read"
+expect_eq "$(cj '{"messages":[{"role":"user","content":"x"}],"max_tokens":2,"chat_template":"x{{ messages[0].content.__class__ }}"}')" 200 \
+  "sandbox: a request template reaches no Python-style internals"
+expect_eq "$(cj '{"messages":[{"role":"user","content":"x"},{"role":"assistant","content":"Once"}],"max_tokens":2,"continue_final_message":true,"add_generation_prompt":true}')" 400 \
+  "continue_final_message with an explicit add_generation_prompt -> 400"
+expect_eq "$(cj '{"messages":[{"role":"user","content":"x"},{"role":"assistant","content":"Once"}],"max_tokens":2,"continue_final_message":true}')" 200 \
+  "continue_final_message alone -> 200"
+expect_eq "$(cj "{\"messages\":$msgs,\"max_tokens\":2}")" 200 "the server keeps serving chat after the errors"
+
+# bad input: each gets its error, the server keeps serving
 expect_eq "$(code $U/v1/completions -H 'content-type: application/json' -d '{"prompt":')" 400 "truncated JSON -> 400"
 expect_eq "$(code $U/v1/completions -H 'content-type: application/json' -d '{"prompt":"x","max_tokens":-5}')" 400 "negative max_tokens -> 400"
 expect_contains "$(cat $tmp/body)" '"param":"max_tokens"' "error names max_tokens"
