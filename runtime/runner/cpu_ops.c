@@ -3,7 +3,9 @@
  *
  * Parallel over the pool's threads; inner loops are written with GCC vector extensions so
  * they vectorise at -O2 on any x86-64 (SSE2) and, through target_clones, use AVX2+FMA where
- * the CPU has them. Each output element is computed by one thread in a fixed order, so a
+ * the CPU has them. The clone is "arch=x86-64-v3", not "arch=haswell": GCC dispatches an
+ * arch=<cpu> clone on the CPU model (__builtin_cpu_is), so AMD parts never got the AVX2 code
+ * (measured: 2.5x slower GEMM on an EPYC), while an ISA level is checked by its features. Each output element is computed by one thread in a fixed order, so a
  * row's result never depends on what else is in the batch: a sequence gives the same logits
  * alone or batched, bit for bit.
  */
@@ -47,7 +49,83 @@ CLONES static void axpy(float *y, float a, const float *x, int n)
     for (int i = 0; i < n; i++) y[i] += a * x[i];
 }
 
-/* ---- GEMM ---------------------------------------------------------------------------- */
+/* ---- GEMM ----------------------------------------------------------------------------
+ * A task is GEMM_NB weight rows x GEMM_TB tokens. Its rows are converted to f32 once (bf16 is
+ * a 16-bit shift, done 8 at a time), then gemm_block walks the tokens in tiles of 4 tokens x 2
+ * rows: 8 independent accumulators, 6 vector loads per 8 FMAs, x and the rows hot in L1/L2.
+ * The tile function is cloned for AVX2+FMA and called once per task, not per dot product.
+ *
+ * Bit-identity: every output has one 8-lane accumulator over k in steps of 8, reduced by the
+ * same tree (reduce8), then the k % 8 tail in order, in every tile shape (4x2, 1x2, 4x1,
+ * 1x1). So y[t][n] does not depend on which tile, task or batch computed it. */
+typedef uint16_t v8u16 __attribute__((vector_size(16)));
+typedef uint32_t v8u32 __attribute__((vector_size(32)));
+
+/* macros, not functions: passing a 32-byte vector by value changes the ABI between clones */
+#define REDUCE8(s) (((s)[0] + (s)[1]) + ((s)[2] + (s)[3])) + (((s)[4] + (s)[5]) + ((s)[6] + (s)[7]))
+#define LOAD8(v, p) memcpy(&(v), (p), 32)
+
+/* MT tokens x NT rows: y[t][n] = x[t] . w[n] over K. MT, NT are constants at each call. */
+static inline __attribute__((always_inline)) void micro(int MT, int NT, const float *x, size_t ldx, const float *w,
+                                                        size_t ldw, int K, float *y, size_t ldy, const float *bias)
+{
+    v8f acc[4][2];
+    for (int i = 0; i < MT; i++)
+        for (int j = 0; j < NT; j++) acc[i][j] = (v8f){0};
+    int k = 0;
+    for (; k + 8 <= K; k += 8) {
+        v8f wv[2];
+        for (int j = 0; j < NT; j++) LOAD8(wv[j], w + j * ldw + k);
+        for (int i = 0; i < MT; i++) {
+            v8f xv;
+            LOAD8(xv, x + i * ldx + k);
+            for (int j = 0; j < NT; j++) acc[i][j] += xv * wv[j];
+        }
+    }
+    for (int i = 0; i < MT; i++)
+        for (int j = 0; j < NT; j++) {
+            float r = REDUCE8(acc[i][j]);
+            for (int kk = k; kk < K; kk++) r += x[i * ldx + kk] * w[j * ldw + kk];
+            y[i * ldy + j] = bias ? r + bias[j] : r;
+        }
+}
+
+CLONES static void gemm_block(const float *x, int T, int K, const float *w, int nr, float *y, int N,
+                              const float *bias)
+{
+    int t = 0;
+    for (; t + 4 <= T; t += 4) {
+        int n = 0;
+        for (; n + 2 <= nr; n += 2)
+            micro(4, 2, x + (size_t)t * K, K, w + (size_t)n * K, K, K, y + (size_t)t * N + n, N, bias ? bias + n : NULL);
+        for (; n < nr; n++)
+            micro(4, 1, x + (size_t)t * K, K, w + (size_t)n * K, K, K, y + (size_t)t * N + n, N, bias ? bias + n : NULL);
+    }
+    for (; t < T; t++) {
+        int n = 0;
+        for (; n + 2 <= nr; n += 2)
+            micro(1, 2, x + (size_t)t * K, K, w + (size_t)n * K, K, K, y + (size_t)t * N + n, N, bias ? bias + n : NULL);
+        for (; n < nr; n++)
+            micro(1, 1, x + (size_t)t * K, K, w + (size_t)n * K, K, K, y + (size_t)t * N + n, N, bias ? bias + n : NULL);
+    }
+}
+
+/* bf16 -> f32 is exact: the 16 bits become the high half. */
+CLONES static void bf16_rows(float *dst, const uint16_t *src, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        v8u16 h;
+        memcpy(&h, src + i, 16);
+        v8u32 u = __builtin_convertvector(h, v8u32) << 16;
+        memcpy(dst + i, &u, 32);
+    }
+    for (; i < n; i++) {
+        uint32_t u = (uint32_t)src[i] << 16;
+        memcpy(dst + i, &u, 4);
+    }
+}
+
 typedef struct {
     ops_ctx_t *o;
     float *y;
@@ -70,18 +148,13 @@ static void gemm_task(void *ctx, int task, int thread)
     } else {
         float *buf = j->o->scratch[thread];
         size_t esz = lunar_dtype_size(j->W->dtype);
-        dtype_convert(LUNAR_DTYPE_F32, buf, j->W->dtype, (const char *)j->W->data + (size_t)n0 * K * esz,
-                      (size_t)(n1 - n0) * K);
+        const void *src = (const char *)j->W->data + (size_t)n0 * K * esz;
+        if (j->W->dtype == LUNAR_DTYPE_BF16) bf16_rows(buf, src, (size_t)(n1 - n0) * K);
+        else dtype_convert(LUNAR_DTYPE_F32, buf, j->W->dtype, src, (size_t)(n1 - n0) * K);
         rows = buf;
     }
-    for (int t = t0; t < t1; t++) {
-        const float *xt = j->x + (size_t)t * K;
-        float *yt = j->y + (size_t)t * j->N;
-        for (int n = n0; n < n1; n++) {
-            float v = dot(xt, rows + (size_t)(n - n0) * K, K);
-            yt[n] = j->bias ? v + j->bias[n] : v;
-        }
-    }
+    gemm_block(j->x + (size_t)t0 * K, t1 - t0, K, rows, n1 - n0, j->y + (size_t)t0 * j->N + n0, j->N,
+               j->bias ? j->bias + n0 : NULL);
 }
 
 void op_gemm(ops_ctx_t *o, float *y, const float *x, int T, const lunar_tensor_t *W, const float *bias)

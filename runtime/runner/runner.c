@@ -132,9 +132,22 @@ int lunar_runner_create(const lunar_model_t *m, const lunar_runner_options_t *op
     if (!err) rope_inv_freq(c, r->rot, r->inv_freq, &r->attn_factor);
 
     r->layer_stride = (size_t)opt->num_kv_blocks * opt->block_size * nk * hd;
-    /* calloc: the OS hands out zero pages lazily, so an idle cache costs no resident memory */
-    r->kcache = xcalloc(r->layer_stride * L, sizeof(float), &err);
-    r->vcache = xcalloc(r->layer_stride * L, sizeof(float), &err);
+    /* Touched now, not lazily: the cache is reserved at start-up as on a GPU, so resident
+     * memory is what `lunar memory` says from the first request on and does not creep up as
+     * the allocator reaches blocks it had not used yet. */
+    r->kcache = malloc(r->layer_stride * L * sizeof(float));
+    r->vcache = malloc(r->layer_stride * L * sizeof(float));
+    if (!r->kcache || !r->vcache) err = 1;
+    else {
+        /* written through a volatile pointer: the compiler turns malloc + memset(0) into
+         * calloc, which would leave the pages untouched again */
+        size_t n = r->layer_stride * L;
+        volatile float *kv[2] = {r->kcache, r->vcache};
+        for (int half = 0; half < 2; half++)
+            for (size_t i = 0; i < n; i += 1024) kv[half][i] = 0.0f;
+        memset(r->kcache, 0, n * sizeof(float));
+        memset(r->vcache, 0, n * sizeof(float));
+    }
 
     int maxk = H > nq * hd ? H : nq * hd;
     if (I > maxk) maxk = I;

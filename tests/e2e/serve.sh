@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# `lunar serve` end to end on the CPU backend with a real model: curl over HTTP/1.1, HTTP/2
+# (prior knowledge and Upgrade) and HTTPS with ALPN h2, the official openai client, h2load
+# load, a bad-input suite that must never take the server down, client disconnects that
+# abort their requests, and SIGTERM that drains and exits 0.
+set -u
+. "$LUNAR_SRC/tests/e2e/lib.bash"
+M="$LUNAR_SHARED/models/stories260K"
+tmp=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done; rm -rf "$tmp"; }
+trap cleanup EXIT
+
+start() { # start NAME ARGS... -> sets PORT_<NAME>, PID_<NAME>
+  local name=$1; shift
+  "$LUNAR_BIN" serve "$M" --host 127.0.0.1 --port 0 --num-threads 2 "$@" > "$tmp/$name.log" 2>&1 &
+  local pid=$! port=""
+  pids+=("$pid")
+  for _ in $(seq 1 100); do
+    port=$(grep -o 'on https\?://127.0.0.1:[0-9]*' "$tmp/$name.log" | grep -o '[0-9]*$')
+    [ -n "$port" ] && break
+    sleep 0.1
+  done
+  eval "PORT_$name=$port PID_$name=$pid"
+}
+json() { node -e "const v=JSON.parse(require('fs').readFileSync(0,'utf8')); const f=new Function('v','return ('+process.argv[1]+')'); console.log(f(v))" "$1"; }
+
+start main --served-model-name stories tiny --max-request-body 1M --handler "$LUNAR_SRC/examples/handler.lua"
+U="http://127.0.0.1:$PORT_main"
+expect_eq "$(curl -s -o /dev/null -w '%{http_code}' $U/health)" 200 "GET /health"
+out=$(curl -s $U/v1/models); expect_eq "$(echo "$out" | json 'v.data.map(m=>m.id).join(",")')" "stories,tiny" "two served names"
+out=$(curl -s $U/version); expect_contains "$out" '"version":"0.1.0"' "GET /version"
+
+body='{"model":"stories","prompt":"Once upon a time","max_tokens":16,"temperature":0}'
+out=$(curl -s --http1.1 -w '\n%{http_version}' $U/v1/completions -H 'content-type: application/json' -d "$body")
+expect_eq "$(echo "$out" | tail -1)" "1.1" "HTTP/1.1 request"
+text=$(echo "$out" | head -1 | json 'v.choices[0].text')
+expect_contains "$text" ", there was a little girl named Lily" "greedy completion over HTTP/1.1"
+out=$(curl -s --http2-prior-knowledge -w '\n%{http_version}' $U/v1/completions -H 'content-type: application/json' -d "$body")
+expect_eq "$(echo "$out" | tail -1)" "2" "HTTP/2 by prior knowledge"
+expect_eq "$(echo "$out" | head -1 | json 'v.choices[0].text')" "$text" "same text over HTTP/2"
+out=$(curl -s --http2 -w '\n%{http_version}' $U/v1/completions -H 'content-type: application/json' -d "$body")
+expect_eq "$(echo "$out" | tail -1)" "2" "HTTP/2 by Upgrade: h2c"
+
+# streaming: a chunk per token, a usage chunk, [DONE]
+out=$(curl -s -N $U/v1/completions -H 'content-type: application/json' \
+  -d '{"prompt":"Once upon a time","max_tokens":6,"temperature":0,"stream":true,"stream_options":{"include_usage":true}}')
+expect_eq "$(( $(echo "$out" | grep -c '^data: ') >= 4 ))" 1 "token chunks + usage + [DONE]"
+stext=$(echo "$out" | grep '^data: {' | sed 's/^data: //' | node -e 'let s="";for(const l of require("fs").readFileSync(0,"utf8").split("\n")){if(!l)continue;const v=JSON.parse(l);for(const c of v.choices)s+=c.text}console.log(s)')
+expect_eq "$stext" "$(echo "$text" | cut -c1-${#stext})" "streamed deltas add up to the non-streamed text"
+expect_contains "$(echo "$out" | tail -2)" "data: [DONE]" "stream ends with [DONE]"
+expect_contains "$out" '"completion_tokens":6' "usage chunk"
+
+# many streams multiplexed on one HTTP/2 connection
+par=(-s -Z --parallel-immediate --parallel-max 20)
+for i in $(seq 1 20); do
+  par+=(--http2-prior-knowledge -H 'content-type: application/json' -d '{"prompt":"The","max_tokens":4,"stream":true}' "$U/v1/completions")
+  [ $i -lt 20 ] && par+=(--next)
+done
+n2=$(curl "${par[@]}" | grep -c 'data: \[DONE\]')
+expect_eq "$n2" 20 "20 concurrent streams on one HTTP/2 connection"
+
+# the official openai client
+(cd "$LUNAR_SRC/tests/js" && node openai_client.mjs "$U/v1" none stories ${LUNAR_TEST_CHAT:-}) > "$tmp/openai.out" 2>&1
+expect_rc 0 "openai npm client: $(tail -1 "$tmp/openai.out")"
+grep FAIL "$tmp/openai.out" >&2
+
+# bad input: each gets its error, the server keeps serving
+code() { curl -s -o "$tmp/body" -w '%{http_code}' "$@"; }
+expect_eq "$(code $U/v1/completions -H 'content-type: application/json' -d '{"prompt":')" 400 "truncated JSON -> 400"
+expect_eq "$(code $U/v1/completions -H 'content-type: application/json' -d '{"prompt":"x","max_tokens":-5}')" 400 "negative max_tokens -> 400"
+expect_contains "$(cat $tmp/body)" '"param":"max_tokens"' "error names max_tokens"
+expect_eq "$(code $U/v1/completions -H 'content-type: application/json' -d '{"prompt":"x","max_tokens":1e300}')" 400 "huge number -> 400"
+expect_eq "$(code $U/v1/completions -H 'content-type: application/json' -d '{"prompt":"x","top_p":"high"}')" 400 "wrong type -> 400"
+expect_eq "$(code $U/v1/completions -H 'content-type: application/json' -d '{"prompt":"x","model":"gpt-4"}')" 404 "unknown model -> 404"
+expect_eq "$(code $U/v1/completions -H 'content-type: text/plain' -d '{"prompt":"x"}')" 415 "wrong content type -> 415"
+expect_eq "$(code $U/v1/completions -H 'content-type: application/json' -d '{"prompt":"x","max_tokens":2,"frobnicate":1}')" 200 "unknown field ignored (as vLLM)"
+printf '{"prompt":"\xff\xfe bad","max_tokens":2}' > "$tmp/badutf8.json"
+expect_eq "$(code $U/v1/completions -H 'content-type: application/json' --data-binary @$tmp/badutf8.json)" 400 "invalid UTF-8 -> 400"
+expect_contains "$(cat $tmp/body)" "UTF-8" "invalid UTF-8 error says so"
+head -c 2000000 /dev/zero | tr '\0' 'a' | sed 's/^/{"prompt":"/; s/$/"}/' > "$tmp/big.json"
+expect_eq "$(code $U/v1/completions -H 'content-type: application/json' --data-binary @$tmp/big.json)" 413 "body past --max-request-body -> 413"
+long=$(printf 'the cat sat on the mat . %.0s' $(seq 1 100))
+expect_eq "$(code $U/v1/completions -H 'content-type: application/json' -d "{\"prompt\":\"$long\",\"max_tokens\":10}")" 400 "prompt past max_model_len -> 400"
+expect_contains "$(cat $tmp/body)" "maximum context length is 512 tokens" "vLLM's context-length message"
+expect_eq "$(code -X GET $U/v1/completions)" 405 "wrong method -> 405"
+expect_eq "$(code $U/nope)" 404 "unknown route -> 404"
+# a truncated body: the client promises more than it sends and hangs up
+(printf 'POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{"prompt":"x"' ; sleep 0.3) | timeout 2 bash -c "cat > /dev/tcp/127.0.0.1/$PORT_main" 2>/dev/null
+# abrupt disconnects mid-stream: the engine aborts them
+done_n=0
+for i in 1 2 3; do
+  timeout 0.3 curl -s -N $U/v1/completions -H 'content-type: application/json' \
+    -d '{"prompt":"x","max_tokens":500,"ignore_eos":true,"stream":true}' > "$tmp/cut$i"
+  grep -q 'data: \[DONE\]' "$tmp/cut$i" && done_n=$((done_n + 1))
+done
+sleep 0.5
+m=$(curl -s $U/metrics)
+expect_contains "$m" "vllm:request_success_total{finished_reason=\"abort\",model_name=\"stories\"} $((3 - done_n)).0" "disconnects abort their requests ($((3 - done_n)) cut off)"
+expect_contains "$m" 'vllm:num_requests_running{model_name="stories"} 0.0' "nothing left running"
+expect_contains "$m" 'vllm:time_to_first_token_seconds_bucket{le="+Inf",model_name="stories"}' "TTFT histogram"
+out=$(curl -s $U/v1/completions -H 'content-type: application/json' -d "$body")
+expect_eq "$(echo "$out" | json 'v.choices[0].text')" "$text" "a final request still succeeds"
+
+# the --handler example: an added route and a per-request sampling policy
+expect_contains "$(curl -s $U/v1/hello)" '"hello":"world"' "handler script adds a route"
+out=$(curl -s $U/v1/completions -H 'content-type: application/json' \
+  -d '{"prompt":"Once upon a time","max_tokens":16,"temperature":1.7,"user":"deterministic"}')
+expect_eq "$(echo "$out" | json 'v.choices[0].text')" "$text" "handler's sampling policy makes that user greedy"
+
+# tokenize / detokenize
+out=$(curl -s $U/tokenize -H 'content-type: application/json' -d '{"prompt":"Once upon a time"}')
+expect_eq "$(echo "$out" | json 'v.tokens.join(",")')" "$("$LUNAR_BIN" tokenize "$M" --text "Once upon a time" | tr -d '[] ')" "/tokenize equals lunar tokenize"
+ids=$(echo "$out" | json 'JSON.stringify(v.tokens.slice(1))')
+out=$(curl -s $U/detokenize -H 'content-type: application/json' -d "{\"tokens\":$ids}")
+expect_eq "$(echo "$out" | json 'v.prompt')" "Once upon a time" "/detokenize round trip"
+
+# load: 2,000 requests, 200 concurrent streams over 4 connections; memory returns to its level
+rss() { awk '/VmRSS/ {print $2}' /proc/$PID_main/status; }
+echo '{"prompt":"Once","max_tokens":3,"temperature":0}' > "$tmp/h2.json"
+h2load -n 200 -c 4 -m 50 -d "$tmp/h2.json" -H 'content-type: application/json' $U/v1/completions > /dev/null 2>&1
+sleep 1.1; curl -s -o /dev/null $U/health
+before=$(rss)
+h2load -n 2000 -c 4 -m 50 -d "$tmp/h2.json" -H 'content-type: application/json' $U/v1/completions > "$tmp/h2load.out" 2>&1
+expect_contains "$(cat $tmp/h2load.out)" "2000 succeeded, 0 failed, 0 errored" "h2load: all 2000 succeed"
+expect_contains "$(cat $tmp/h2load.out)" "2000 2xx, 0 3xx, 0 4xx, 0 5xx" "h2load: no errors"
+sleep 1.1; curl -s -o /dev/null $U/health   # idle again: the server collects its garbage
+after=$(rss)
+expect_eq "$(( after < before + 8192 ))" 1 "RSS after load ($after KiB) within 8 MiB of before ($before KiB)"
+
+# SIGTERM: drains and exits 0
+curl -s -N $U/v1/completions -H 'content-type: application/json' -d '{"prompt":"x","max_tokens":60,"ignore_eos":true,"stream":true}' > "$tmp/drain.out" &
+cpid=$!
+sleep 0.2
+kill -TERM $PID_main
+wait $PID_main; expect_rc 0 "SIGTERM exits 0"
+wait $cpid
+expect_contains "$(tail -2 $tmp/drain.out)" "data: [DONE]" "in-flight stream finished during shutdown"
+expect_contains "$(cat $tmp/main.log)" "shutting down" "shutdown is logged"
+
+# TLS with ALPN h2, and --api-key
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$tmp/key.pem" -out "$tmp/cert.pem" -days 1 -subj /CN=localhost > /dev/null 2>&1
+start tls --ssl-keyfile "$tmp/key.pem" --ssl-certfile "$tmp/cert.pem" --api-key sekrit
+T="https://127.0.0.1:$PORT_tls"
+expect_eq "$(curl -sk -o /dev/null -w '%{http_code} %{http_version}' $T/v1/models)" "401 2" "HTTPS over HTTP/2; no key -> 401"
+expect_contains "$(curl -sk $T/v1/models)" '"type":"AuthenticationError"' "401 in OpenAI's error shape"
+expect_eq "$(curl -sk -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer wrong' $T/v1/models)" 401 "wrong key -> 401"
+out=$(curl -sk -w '\n%{http_version}' -H 'Authorization: Bearer sekrit' $T/v1/completions -H 'content-type: application/json' -d "${body/\"model\":\"stories\",/}")
+expect_eq "$(echo "$out" | tail -1)" "2" "HTTPS negotiates h2 by ALPN"
+expect_eq "$(echo "$out" | head -1 | json 'v.choices[0].text')" "$text" "same text over HTTPS"
+expect_eq "$(curl -sk -o /dev/null -w '%{http_code}' $T/health)" 200 "/health needs no key"
+kill -TERM $PID_tls; wait $PID_tls; expect_rc 0 "TLS server exits 0"
+
+# a bad --ssl-certfile is a clear startup error
+"$LUNAR_BIN" serve "$M" --port 0 --ssl-keyfile "$tmp/key.pem" --ssl-certfile /nonexistent.pem > "$tmp/bad.log" 2>&1
+expect_rc 1 "bad certificate path exits 1"
+expect_contains "$(cat $tmp/bad.log)" "/nonexistent.pem" "the error names the file"
+finish
