@@ -1,15 +1,17 @@
 /*
- * cpu_ops.c — the CPU backend's ops (see ops.h): f32 math over f32/f16/bf16 weights.
+ * backend/cpu_ops.c — the CPU backend's ops (cpu_ops.h; their contract is backend.h): f32
+ * math over f32/f16/bf16 weights.
  *
  * Parallel over the pool's threads; inner loops are written with GCC vector extensions so
  * they vectorise at -O2 on any x86-64 (SSE2) and, through target_clones, use AVX2+FMA where
  * the CPU has them. The clone is "arch=x86-64-v3", not "arch=haswell": GCC dispatches an
  * arch=<cpu> clone on the CPU model (__builtin_cpu_is), so AMD parts never got the AVX2 code
- * (measured: 2.5x slower GEMM on an EPYC), while an ISA level is checked by its features. Each output element is computed by one thread in a fixed order, so a
- * row's result never depends on what else is in the batch: a sequence gives the same logits
- * alone or batched, bit for bit.
+ * (measured: 2.5x slower GEMM on an EPYC), while an ISA level is checked by its features.
+ * Each output element is computed by one thread in a fixed order, so a row's result never
+ * depends on what else is in the batch: a sequence gives the same logits alone or batched,
+ * bit for bit.
  */
-#include "runner/ops.h"
+#include "backend/cpu_ops.h"
 
 #include <math.h>
 #include <string.h>
@@ -18,9 +20,6 @@ void dtype_convert(lunar_dtype_t to, void *dst, lunar_dtype_t from, const void *
 
 typedef float v8f __attribute__((vector_size(32)));
 
-/* "arch=x86-64-v3" (AVX2, FMA, F16C) is chosen by __builtin_cpu_supports, so any CPU with those
- * features gets it; "arch=haswell" would test for that Intel model and leave AMD EPYC and newer
- * Intel cores on the SSE2 clone (measured: dot.default in perf on an EPYC). */
 #if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
 #define CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
@@ -162,6 +161,16 @@ void op_gemm(ops_ctx_t *o, float *y, const float *x, int T, const lunar_tensor_t
     gemm_job_t j = {o, y, x, T, (int)W->shape[0], (int)W->shape[1], (T + GEMM_TB - 1) / GEMM_TB, W, bias};
     int nnb = (j.N + GEMM_NB - 1) / GEMM_NB;
     pool_run(o->pool, gemm_task, &j, nnb * j.ntb);
+}
+
+void op_logits(ops_ctx_t *o, float *out, const float *x, const int32_t *rows, int n, const lunar_tensor_t *W)
+{
+    int N = (int)W->shape[0], K = (int)W->shape[1];
+    for (int i0 = 0; i0 < n; i0 += GEMM_TB) {
+        int m = n - i0 < GEMM_TB ? n - i0 : GEMM_TB;
+        for (int i = 0; i < m; i++) memcpy(o->gather + (size_t)i * K, x + (size_t)rows[i0 + i] * K, sizeof(float) * K);
+        op_gemm(o, out + (size_t)i0 * N, o->gather, m, W, NULL);
+    }
 }
 
 /* ---- elementwise and per-row ops ------------------------------------------------------ */

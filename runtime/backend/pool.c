@@ -1,8 +1,8 @@
 /*
- * pool.c — see pool.h. Workers sleep on a condition variable between runs; a run bumps a
+ * backend/pool.c — see pool.h. Workers sleep on a condition variable between runs; a run bumps a
  * generation counter, and the last finisher wakes the caller.
  */
-#include "runner/pool.h"
+#include "backend/pool.h"
 
 #include <pthread.h>
 #include <stdlib.h>
