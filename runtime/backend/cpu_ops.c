@@ -160,7 +160,7 @@ void op_gemm(ops_ctx_t *o, float *y, const float *x, int T, const lunar_tensor_t
 {
     gemm_job_t j = {o, y, x, T, (int)W->shape[0], (int)W->shape[1], (T + GEMM_TB - 1) / GEMM_TB, W, bias};
     int nnb = (j.N + GEMM_NB - 1) / GEMM_NB;
-    pool_run(o->pool, gemm_task, &j, nnb * j.ntb);
+    pool_run(o->pool, gemm_task, &j, nnb * j.ntb, (double)T * j.N * j.K);
 }
 
 void op_logits(ops_ctx_t *o, float *out, const float *x, const int32_t *rows, int n, const lunar_tensor_t *W)
@@ -215,14 +215,14 @@ static void norm_task(void *ctx, int t, int thread)
 void op_rmsnorm(ops_ctx_t *o, float *out, const float *x, int T, int dim, const float *w, float eps)
 {
     norm_job_t j = {out, NULL, x, NULL, w, dim, eps};
-    pool_run(o->pool, norm_task, &j, T);
+    pool_run(o->pool, norm_task, &j, T, 2.0 * T * dim);
 }
 
 void op_add_rmsnorm(ops_ctx_t *o, float *resid, const float *delta, float *out, int T, int dim,
                     const float *w, float eps)
 {
     norm_job_t j = {out, resid, NULL, delta, w, dim, eps};
-    pool_run(o->pool, norm_task, &j, T);
+    pool_run(o->pool, norm_task, &j, T, 2.0 * T * dim);
 }
 
 void op_rope(ops_ctx_t *o, float *q, float *k, int T, int nq, int nk, int hd, int rot, const float *cs)
@@ -306,10 +306,21 @@ static void attn_task(void *ctx, int task, int thread)
     for (int i = 0; i < hd; i++) o[i] = acc[i] / l;
 }
 
+/* multiply-adds of the step's attention: 2 per position per head dim (q.k and p.v) */
+static double attn_work(const lunar_batch_t *b, int nq, int hd, int window)
+{
+    double ctx = 0;
+    for (int t = 0; t < b->num_tokens; t++) {
+        int n = b->positions[t] + 1;
+        ctx += window > 0 && n > window ? window : n;
+    }
+    return 2.0 * ctx * nq * hd;
+}
+
 void op_attention(ops_ctx_t *o, float *out, const float *q, const float *kc, const float *vc,
                   const lunar_batch_t *b, const int32_t *seq_of, int nq, int nk, int hd,
                   int block_size, int window, float scale)
 {
     attn_job_t j = {out, q, kc, vc, b, seq_of, nq, nk, hd, block_size, window, scale, o->scratch};
-    pool_run(o->pool, attn_task, &j, b->num_tokens * nq);
+    pool_run(o->pool, attn_task, &j, b->num_tokens * nq, attn_work(b, nq, hd, window));
 }

@@ -107,10 +107,10 @@ void pool_free(pool_t *p)
 
 int pool_threads(const pool_t *p) { return p->n; }
 
-void pool_run(pool_t *p, pool_fn fn, void *ctx, int ntasks)
+void pool_run(pool_t *p, pool_fn fn, void *ctx, int ntasks, double cost)
 {
     if (ntasks <= 0) return;
-    if (p->n == 1 || ntasks == 1) {
+    if (p->n == 1 || ntasks == 1 || cost < POOL_SERIAL_WORK) {
         for (int i = 0; i < ntasks; i++) fn(ctx, i, 0);
         return;
     }

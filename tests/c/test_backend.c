@@ -388,6 +388,7 @@ static void run_all(lunar_backend_t *be)
     test_norms(be, 7, 40);
     test_norms(be, 1, 3);
     test_norms(be, 67, 129);
+    test_norms(be, 301, 131); /* enough work to run on every thread */
     test_rope(be, 5, 4, 2, 16, 12); /* partial rotary */
     test_rope(be, 3, 5, 1, 18, 18);
     test_rope(be, 1, 3, 3, 10, 6);
@@ -399,12 +400,13 @@ static void run_all(lunar_backend_t *be)
     test_attention(be, 6, 2, 12, 5, 0);  /* GQA 3:1, odd block size */
     test_attention(be, 3, 1, 13, 3, 7);  /* MQA, odd head_dim, window */
     test_attention(be, 5, 5, 9, 16, 0);  /* MHA, contexts within few blocks */
+    test_attention(be, 8, 2, 64, 4, 0);  /* enough work to run on every thread */
 }
 
 int main(void)
 {
     lunar_backend_t *be = NULL;
-    lunar_backend_params_t p = {2, MAXK, 160, 16, 0};
+    lunar_backend_params_t p = {2, MAXK, 160, 64, 0};
     CHECK(lunar_backend_create("nope", &p, &be) == LUNAR_EUNSUPPORTED);
     for (int threads = 1; threads <= 3; threads += 2) {
         p.num_threads = threads;
