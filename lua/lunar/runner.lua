@@ -15,7 +15,7 @@ M.DEFAULT_CPU_KV_BYTES = 4 * 1024 ^ 3
 
 -- The KV plan for a model: {bytes_per_token, bytes_per_block, num_blocks, tokens, bytes}.
 function M.kv_plan(model, o)
-  local per_token = tonumber(C.lunar_runner_kv_bytes_per_token(model.handle, "cpu"))
+  local per_token = tonumber(C.lunar_runner_kv_bytes_per_token(model.handle, o.backend or "cpu"))
   local bs = o.block_size or 16
   local per_block = per_token * bs
   local blocks_per_seq = math.ceil(o.max_model_len / bs)
@@ -34,7 +34,7 @@ function M.kv_plan(model, o)
 end
 
 -- new(model, {block_size, max_model_len, max_num_seqs, max_num_batched_tokens,
---             kv_cache_memory_bytes, num_threads}) -> runner | nil, err
+--             kv_cache_memory_bytes, num_threads, backend = "cpu" | "cuda"}) -> runner | nil, err
 function M.new(model, o)
   local plan, err = M.kv_plan(model, o)
   if not plan then return nil, err end
@@ -45,6 +45,7 @@ function M.new(model, o)
   ro.max_num_batched_tokens = o.max_num_batched_tokens or 2048
   ro.max_num_seqs = o.max_num_seqs or 256
   ro.num_threads = o.num_threads or 0
+  ro.backend = o.backend or "cpu" -- a Lua string: kept alive by `o` while the runner is made
   local out = ffi.new("lunar_runner_t *[1]")
   local ok, cerr = lffi.check(C.lunar_runner_create(model.handle, ro, out))
   if not ok then return nil, cerr end

@@ -59,9 +59,10 @@ void lunar_runner_options_default(lunar_runner_options_t *o)
 
 uint64_t lunar_runner_kv_bytes_per_token(const lunar_model_t *m, const char *backend)
 {
-    (void)backend;
+    /* the CPU backend keeps f32; the CUDA backend the model's dtype (cuda/backend.c) */
     const lunar_model_config_t *c = lunar_model_config(m);
-    return 2ull * c->num_layers * c->num_kv_heads * c->head_dim * sizeof(float);
+    size_t esz = backend && !strcmp(backend, "cuda") ? lunar_dtype_size(lunar_model_dtype(m)) : sizeof(float);
+    return 2ull * c->num_layers * c->num_kv_heads * c->head_dim * esz;
 }
 
 /* A small weight vector as f32 in backend memory. */
