@@ -38,11 +38,19 @@ int lunar_cuda_be_add_bias(void *y, const float *bias, int T, int N, lunar_dtype
 /* k/v rows [T][nk*hd] (dt) to the caches (kv_dt) at slot[t]; a negative slot is skipped. */
 int lunar_cuda_be_kv_write(void *kc, void *vc, const void *k, const void *v, const int64_t *slot, int T, int nk,
                            int hd, lunar_dtype_t dt, lunar_dtype_t kv_dt, void *stream);
-/* backend.h's attention over the paged cache: seq_of[t] is token t's sequence. */
+/* backend.h's attention over the paged cache: seq_of[t] is token t's sequence. head_dim a
+ * multiple of 8 dividing 1024 takes the vectorized kernel unless `generic` (tests force the
+ * plain one to keep it checked); the plain one takes any head_dim up to 256. */
 int lunar_cuda_be_attention(void *out, const void *q, const void *kc, const void *vc, const int32_t *seq_of,
                             const int32_t *positions, const int32_t *block_tables, int max_blocks, int T, int nq,
-                            int nk, int hd, int block_size, int window, float scale, lunar_dtype_t dt,
+                            int nk, int hd, int block_size, int window, float scale, int generic, lunar_dtype_t dt,
                             lunar_dtype_t kv_dt, void *stream);
+/* y[r][n] = sum_k x[r][k] * W[n][k] (+ bias[n]) for rows <= LUNAR_CUDA_BE_GEMV_ROWS, W [N][K]
+ * and x of dt F16 or BF16, y of dt (or f32 when y_f32): the memory-bound decode GEMM.
+ * K % 8 == 0 and x, W 16-byte aligned, else LUNAR_CUDA_BE_EARG. */
+#define LUNAR_CUDA_BE_GEMV_ROWS 8
+int lunar_cuda_be_gemv(void *y, int y_f32, const void *x, const void *W, const float *bias, int rows, int N, int K,
+                       lunar_dtype_t dt, void *stream);
 /* dst[i] = src[idx[i]] for n rows of `dim` elements of dt. */
 int lunar_cuda_be_gather_rows(void *dst, const void *src, const int32_t *idx, int n, int dim, lunar_dtype_t dt,
                               void *stream);

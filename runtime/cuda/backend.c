@@ -45,6 +45,8 @@ typedef struct cuda_backend {
     int max_blocks, num_logits;
     void *gather;         /* [max_tokens][max_k] act: rows picked for the logits */
 
+    int gemv;             /* k_be_gemv for steps of few tokens in 16-bit modes (LUNAR_CUDA_GEMV=0: off) */
+    int attn_generic;     /* LUNAR_CUDA_ATTN=generic: the plain attention kernel always (tests) */
     int err;              /* first failure of the step (sticky) */
     char errmsg[256];
 } cuda_backend_t;
@@ -304,9 +306,24 @@ static void gemm(cuda_backend_t *c, const char *op, void *y, cudaDataType_t ytyp
                                    ytype, N, ct, CUBLAS_GEMM_DEFAULT));
 }
 
+/* The decode path of the 16-bit modes: k_be_gemv reads W once at near the memory roofline
+ * where cuBLAS's tiled kernels do not (bench/cuda_decode.lua; LUNAR_CUDA_GEMV=0 turns it off
+ * to compare). 1: done; 0: not applicable, use cuBLAS. */
+static int try_gemv(cuda_backend_t *c, const char *op, void *y, int y_f32, const void *x, int T,
+                    const lunar_tensor_t *W, const float *bias)
+{
+    if (!c->gemv || c->be.act_dtype == LUNAR_DTYPE_F32 || T > LUNAR_CUDA_BE_GEMV_ROWS || W->shape[1] % 8) return 0;
+    const void *d = find_weight(c, W);
+    if (!d) return 0;
+    check(c, op, lunar_cuda_be_gemv(y, y_f32, x, d, bias, T, (int)W->shape[0], (int)W->shape[1], c->be.act_dtype,
+                                    c->stream));
+    return 1;
+}
+
 static void cuda_gemm(lunar_backend_t *be, void *y, const void *x, int T, const lunar_tensor_t *W, const float *bias)
 {
     cuda_backend_t *c = CB(be);
+    if (try_gemv(c, "gemm", y, 0, x, T, W, bias)) return;
     gemm(c, "gemm", y, cuda_type(be->act_dtype), x, T, W);
     if (bias)
         check(c, "gemm bias", lunar_cuda_be_add_bias(y, bias, T, (int)W->shape[0], be->act_dtype, c->stream));
@@ -336,7 +353,7 @@ static void cuda_attention(lunar_backend_t *be, void *out, const void *q, const 
     cuda_backend_t *c = CB(be);
     check(c, "attention", lunar_cuda_be_attention(out, q, kc, vc, c->seq_of, c->pos, c->tables, c->max_blocks,
                                                   b->num_tokens, nq, nk, hd, block_size, window, scale,
-                                                  be->act_dtype, be->kv_dtype, c->stream));
+                                                  c->attn_generic, be->act_dtype, be->kv_dtype, c->stream));
 }
 
 static void cuda_logits(lunar_backend_t *be, float *out, const void *x, const lunar_batch_t *b, int i0, int n_rows,
@@ -348,7 +365,8 @@ static void cuda_logits(lunar_backend_t *be, float *out, const void *x, const lu
     if (i0 + n_rows > c->num_logits) { fail(c, "logits", "rows past the step's logits_indices"); return; }
     check(c, "logits gather", lunar_cuda_be_gather_rows(c->gather, x, c->lidx + i0, n_rows, dim, be->act_dtype,
                                                         c->stream));
-    gemm(c, "logits", out, CUDA_R_32F, c->gather, n_rows, W);
+    if (!try_gemv(c, "logits", out, 1, c->gather, n_rows, W, NULL))
+        gemm(c, "logits", out, CUDA_R_32F, c->gather, n_rows, W);
 }
 
 int lunar_backend_cuda_create(const lunar_backend_params_t *p, lunar_backend_t **out)
@@ -376,6 +394,10 @@ int lunar_backend_cuda_create(const lunar_backend_params_t *p, lunar_backend_t *
     c->device = p->device;
     c->max_k = p->max_k;
     c->max_tokens = p->max_tokens;
+    const char *g = getenv("LUNAR_CUDA_GEMV");
+    c->gemv = !(g && !strcmp(g, "0"));
+    const char *a = getenv("LUNAR_CUDA_ATTN");
+    c->attn_generic = a && !strcmp(a, "generic");
     cudaError_t e = cudaSetDevice(c->device);
     if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);
     if (e != cudaSuccess) {

@@ -1,21 +1,29 @@
 #!/usr/bin/env bash
 # tests/gpu/run_backend.sh — the CUDA backend on a machine with a GPU, in one command: builds
 # liblunar with CUDA, runs test_backend_cuda (CUDA vs transformers fixtures and vs the CPU
-# backend, mixed batches, bf16), `lunar generate --device cuda` on a shared model (the greedy
-# text must equal the CPU backend's), and with BENCH=1 bench/cuda_decode.lua (a dummy
-# Llama-3-8B in bf16). Logs go to $OUT (default build-gpu/logs). Non-zero exit on any failure.
+# backend, mixed batches, bf16 GEMMs) and a subset under compute-sanitizer memcheck,
+# `lunar generate --device cuda` on a shared model (the greedy text must equal the CPU
+# backend's), and with BENCH=1 bench/cuda_decode.lua (a dummy Llama-3-8B in bf16, with and
+# without k_be_gemv). Logs go to $OUT (default build-gpu/logs). Non-zero exit on any failure.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 BUILD_DIR=${BUILD_DIR:-build-gpu}
 OUT=${OUT:-$BUILD_DIR/logs}
 mkdir -p "$OUT"
 export LUNAR_SRC=$PWD LUNAR_SHARED=${LUNAR_SHARED:-$PWD/../shared}
-cmake -S . -B "$BUILD_DIR" -DLUNAR_CUDA=ON -DLUNAR_WERROR=OFF > "$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
-cmake --build "$BUILD_DIR" -j "$(nproc)" --target lunar lunar_host test_backend_cuda > "$OUT/build.log" 2>&1 \
+cmake -S . -B "$BUILD_DIR" -DLUNAR_CUDA=ON -DLUNAR_WERROR=OFF > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+cmake --build "$BUILD_DIR" -j "$(nproc)" --target lunar lunar_host test_backend_cuda >> "$OUT/build.log" 2>&1 \
   || { grep -E "error|Error" "$OUT/build.log" | head -30; exit 1; }
 rc=0
 "$BUILD_DIR/tests/gpu/test_backend_cuda" > "$OUT/test_backend_cuda.log" 2>&1 || rc=1
 cat "$OUT/test_backend_cuda.log"
+if command -v compute-sanitizer > /dev/null; then
+  LUNAR_TEST_QUICK=1 compute-sanitizer --tool memcheck --error-exitcode 3 "$BUILD_DIR/tests/gpu/test_backend_cuda" \
+    > "$OUT/memcheck.log" 2>&1 || rc=1
+  grep -E "ERROR SUMMARY|passed" "$OUT/memcheck.log" | tail -2
+else
+  echo "compute-sanitizer not found: memcheck skipped"
+fi
 model=$LUNAR_SHARED/models/stories260K
 gen() { "$BUILD_DIR/lunar" generate "$model" --prompt "Once upon a time" --max-tokens 32 --temperature 0 "$@"; }
 gen --device cpu > "$OUT/generate_cpu.txt" 2> "$OUT/generate.err" || rc=1
@@ -30,6 +38,9 @@ echo "cuda f32: $(head -c 300 "$OUT/generate_cuda.txt")"; echo "cuda bf16: $(hea
 cat "$OUT/generate.err"
 if [ "${BENCH:-0}" = 1 ]; then
   "$BUILD_DIR/lunar" run bench/cuda_decode.lua ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench_cuda_decode.log" || rc=1
+  echo "# the same with cuBLAS for every GEMM (LUNAR_CUDA_GEMV=0)" | tee -a "$OUT/bench_cuda_decode.log"
+  LUNAR_CUDA_GEMV=0 "$BUILD_DIR/lunar" run bench/cuda_decode.lua ${BENCH_ARGS:-} 2>&1 | grep -v "^#" \
+    | tee -a "$OUT/bench_cuda_decode.log" || rc=1
 fi
 echo "run_backend: rc=$rc"
 exit $rc
