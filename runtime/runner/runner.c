@@ -33,6 +33,8 @@ struct lunar_runner {
     lunar_backend_t *be;
 
     layer_vecs_t *lv;
+    int num_layers;                 /* lv's length, kept here: free() must not read the model,
+                                     * which a Lua state closing may have freed first */
     float *final_norm;
     float *inv_freq, attn_factor;   /* [rot/2], host */
     int rot;
@@ -140,6 +142,7 @@ int lunar_runner_create(const lunar_model_t *m, const lunar_runner_options_t *op
 
     int err = 0;
     r->lv = xcalloc((size_t)L, sizeof *r->lv, &err);
+    r->num_layers = L;
     for (int l = 0; l < L && !err; l++) {
         const lunar_layer_weights_t *lw = &w->layers[l];
         layer_vecs_t *v = &r->lv[l];
@@ -192,7 +195,7 @@ void lunar_runner_free(lunar_runner_t *r)
     if (!r) return;
     lunar_backend_t *be = r->be;
     if (r->lv) {
-        for (int l = 0; l < r->c->num_layers; l++) {
+        for (int l = 0; l < r->num_layers; l++) {
             layer_vecs_t *v = &r->lv[l];
             float *vecs[] = {v->attn_norm, v->ffn_norm, v->q_norm, v->k_norm, v->bq, v->bk, v->bv, v->bo};
             for (size_t i = 0; i < sizeof vecs / sizeof *vecs; i++) bfree(be, vecs[i]);
