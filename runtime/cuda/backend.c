@@ -28,6 +28,11 @@ typedef struct dev_weight {
     void *d;
 } dev_weight_t;
 
+#define MAX_GRAPHS 64       /* decode shapes kept (tokens x block-table width) */
+#define GRAPH_MAX_TOKENS 64 /* decode steps up to this many sequences run from graphs */
+#define BLAS_WS_BYTES (32u << 20)
+enum { G_EAGER, G_PENDING, G_ARMED, G_CAPTURING, G_REPLAY };
+
 typedef struct cuda_backend {
     lunar_backend_t be;   /* first: a lunar_backend_t* is a cuda_backend_t* */
     int device, max_k, max_tokens;
@@ -44,6 +49,16 @@ typedef struct cuda_backend {
     int64_t *slot;
     int max_blocks, num_logits;
     void *gather;         /* [max_tokens][max_k] act: rows picked for the logits */
+
+    /* CUDA graphs of decode steps (see graph_enter): one per (tokens, table width) shape */
+    int graphs_on;        /* LUNAR_CUDA_GRAPHS=0: off */
+    int mode, cur;        /* G_EAGER..G_REPLAY; the graph of this step */
+    struct {
+        int T, max_blocks, bad;
+        cudaGraphExec_t exec;
+    } graph[MAX_GRAPHS];
+    int ngraphs;
+    void *blas_ws;        /* cuBLAS workspace: fixed, so captured GEMMs allocate nothing */
 
     int gemv;             /* k_be_gemv for steps of few tokens in 16-bit modes (LUNAR_CUDA_GEMV=0: off) */
     int attn_generic;     /* LUNAR_CUDA_ATTN=generic: the plain attention kernel always (tests) */
@@ -72,6 +87,8 @@ static void check_blas(cuda_backend_t *c, const char *op, cublasStatus_t st)
     if (st != CUBLAS_STATUS_SUCCESS) fail(c, op, cublasGetStatusString(st));
 }
 
+static void graph_flush(cuda_backend_t *c);
+
 static void cuda_free_all(lunar_backend_t *be)
 {
     cuda_backend_t *c = CB(be);
@@ -83,6 +100,8 @@ static void cuda_free_all(lunar_backend_t *be)
     if (c->hmeta) cudaFreeHost(c->hmeta);
     if (c->dmeta) cudaFree(c->dmeta);
     if (c->gather) cudaFree(c->gather);
+    for (int i = 0; i < c->ngraphs; i++) cudaGraphExecDestroy(c->graph[i].exec);
+    if (c->blas_ws) cudaFree(c->blas_ws);
     if (c->blas) cublasDestroy(c->blas);
     if (c->stream) cudaStreamDestroy(c->stream);
     free(c);
@@ -91,6 +110,7 @@ static void cuda_free_all(lunar_backend_t *be)
 static void *cuda_alloc(lunar_backend_t *be, size_t bytes)
 {
     cuda_backend_t *c = CB(be);
+    graph_flush(c);
     void *p = NULL;
     cudaError_t e = cudaMalloc(&p, bytes ? bytes : 1);
     if (e != cudaSuccess) {
@@ -111,6 +131,7 @@ static void *cuda_alloc(lunar_backend_t *be, size_t bytes)
 
 static void cuda_dealloc(lunar_backend_t *be, void *p)
 {
+    graph_flush(CB(be));
     cudaStreamSynchronize(CB(be)->stream);
     cudaFree(p);
 }
@@ -119,6 +140,7 @@ static void cuda_copy_in(lunar_backend_t *be, void *dst, const void *src, size_t
 {
     cuda_backend_t *c = CB(be);
     if (!bytes) return;
+    graph_flush(c);
     /* from pageable memory the call returns once the source is staged, so the caller may
      * reuse its buffer at once */
     cudaError_t e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream);
@@ -129,6 +151,7 @@ static void cuda_copy_out(lunar_backend_t *be, void *dst, const void *src, size_
 {
     cuda_backend_t *c = CB(be);
     if (!bytes) return;
+    graph_flush(c);
     cudaError_t e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->stream);
     if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
     if (e != cudaSuccess) fail(c, "copy_out", cudaGetErrorString(e));
@@ -202,6 +225,95 @@ static int cuda_prepare(lunar_backend_t *be, const lunar_model_t *m)
     return 0;
 }
 
+/* CUDA graphs. A decode step (one token per sequence) issues the same ~13 launches per layer
+ * with the same arguments whenever its shape is the same: every buffer is the runner's, fixed
+ * since start-up, and the step's metadata sits at fixed device addresses (dmeta). So the first
+ * step of a shape is captured, from its first op to its logits, and later steps of that shape
+ * replay the graph: one launch instead of ~420, which is most of what separated decode from
+ * the memory roofline. Host work between ops (the RoPE table, the metadata copy) happens before
+ * the first op and stays outside the graph. Only a step that starts with embed (the runner's
+ * order) is captured or replayed; any other use of the table between begin_step and end_step
+ * runs eagerly, and a copy in the middle of a capture launches what was captured so far. */
+static void graph_drop_all(cuda_backend_t *c)
+{
+    for (int i = 0; i < c->ngraphs; i++) cudaGraphExecDestroy(c->graph[i].exec);
+    c->ngraphs = 0;
+}
+
+static void graph_choose(cuda_backend_t *c, const lunar_batch_t *b)
+{
+    c->mode = G_EAGER;
+    if (!c->graphs_on || b->num_tokens != b->num_seqs || b->num_tokens > GRAPH_MAX_TOKENS ||
+        b->num_logits != b->num_tokens)
+        return;
+    for (int i = 0; i < c->ngraphs; i++)
+        if (c->graph[i].T == b->num_tokens && c->graph[i].max_blocks == b->max_blocks_per_seq) {
+            if (!c->graph[i].bad) c->mode = G_ARMED, c->cur = i;
+            return;
+        }
+    if (c->ngraphs < MAX_GRAPHS) c->mode = G_PENDING;
+}
+
+/* At the top of every op: 1 when the op is to be skipped (a graph will replay it). */
+static int graph_enter_op(cuda_backend_t *c, int is_embed)
+{
+    if (c->mode == G_REPLAY) return 1;
+    if (c->mode == G_ARMED) {
+        c->mode = is_embed ? G_REPLAY : G_EAGER;
+        return c->mode == G_REPLAY;
+    }
+    if (c->mode == G_PENDING) {
+        cudaError_t e = is_embed ? cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal)
+                                 : cudaErrorNotReady;
+        c->mode = e == cudaSuccess ? G_CAPTURING : G_EAGER;
+        if (e != cudaSuccess) (void)cudaGetLastError();
+    }
+    return 0;
+}
+#define graph_enter(c) graph_enter_op((c), 0)
+
+/* After the logits op: ends a capture (keeping the graph only when the whole step was one
+ * logits call, as the key assumes) and launches the step's graph. */
+static void graph_leave(cuda_backend_t *c, int whole)
+{
+    cudaGraphExec_t exec = NULL;
+    if (c->mode == G_CAPTURING) {
+        cudaGraph_t g = NULL;
+        cudaError_t e = cudaStreamEndCapture(c->stream, &g);
+        if (e == cudaSuccess) e = cudaGraphInstantiate(&exec, g, 0);
+        if (g) cudaGraphDestroy(g);
+        if (e != cudaSuccess) {
+            fail(c, "graph capture", cudaGetErrorString(e));
+            c->mode = G_EAGER;
+            return;
+        }
+        int i = c->ngraphs++;
+        c->graph[i].T = c->num_logits;
+        c->graph[i].max_blocks = c->max_blocks;
+        c->graph[i].bad = !whole || c->err;
+        c->graph[i].exec = exec;
+    } else if (c->mode == G_REPLAY) {
+        exec = c->graph[c->cur].exec;
+    } else {
+        return;
+    }
+    c->mode = G_EAGER;
+    cudaError_t e = cudaGraphLaunch(exec, c->stream);
+    if (e != cudaSuccess) fail(c, "graph launch", cudaGetErrorString(e));
+}
+
+/* Before a copy or an allocation, which cannot join a graph: a capture in progress is ended and
+ * what it holds runs now (the shape is not kept); a replayed step must not be interrupted. */
+static void graph_flush(cuda_backend_t *c)
+{
+    if (c->mode == G_CAPTURING) {
+        graph_leave(c, 0);
+    } else if (c->mode == G_REPLAY) {
+        fail(c, "graph", "a copy between the ops of a step replayed from a CUDA graph");
+        c->mode = G_EAGER;
+    }
+}
+
 static size_t align16(size_t n) { return (n + 15) & ~(size_t)15; }
 
 static int cuda_begin_step(lunar_backend_t *be, const lunar_batch_t *b)
@@ -225,6 +337,7 @@ static int cuda_begin_step(lunar_backend_t *be, const lunar_batch_t *b)
         if (c->hmeta) cudaFreeHost(c->hmeta);
         if (c->dmeta) cudaFree(c->dmeta);
         c->hmeta = NULL, c->dmeta = NULL, c->meta_cap = 0;
+        graph_drop_all(c); /* they read the old metadata addresses */
         size_t cap = total * 2;
         if (cudaMallocHost((void **)&c->hmeta, cap) != cudaSuccess || cudaMalloc((void **)&c->dmeta, cap) != cudaSuccess) {
             (void)cudaGetLastError();
@@ -251,12 +364,15 @@ static int cuda_begin_step(lunar_backend_t *be, const lunar_batch_t *b)
     c->tables = (int32_t *)(c->dmeta + o_tab);
     c->max_blocks = b->max_blocks_per_seq;
     c->num_logits = b->num_logits;
+    graph_choose(c, b);
     return 0;
 }
 
 static int cuda_end_step(lunar_backend_t *be)
 {
     cuda_backend_t *c = CB(be);
+    graph_flush(c); /* a step that never reached its logits */
+    c->mode = G_EAGER;
     /* the pinned staging is rewritten by the next begin_step: wait for this step first */
     cudaError_t e = cudaStreamSynchronize(c->stream);
     if (e != cudaSuccess) fail(c, "end_step", cudaGetErrorString(e));
@@ -267,6 +383,7 @@ static int cuda_end_step(lunar_backend_t *be)
 static void cuda_embed(lunar_backend_t *be, void *x, const lunar_batch_t *b, const lunar_tensor_t *E)
 {
     cuda_backend_t *c = CB(be);
+    if (graph_enter_op(c, 1)) return;
     const void *d = find_weight(c, E);
     if (!d) {
         fail(c, "embed", "embedding table not uploaded by prepare()");
@@ -277,12 +394,14 @@ static void cuda_embed(lunar_backend_t *be, void *x, const lunar_batch_t *b, con
 
 static void cuda_rmsnorm(lunar_backend_t *be, void *out, const void *x, int R, int dim, const float *w, float eps)
 {
+    if (graph_enter(CB(be))) return;
     check(CB(be), "rmsnorm", lunar_cuda_be_rmsnorm(out, x, NULL, w, R, dim, eps, be->act_dtype, CB(be)->stream));
 }
 
 static void cuda_add_rmsnorm(lunar_backend_t *be, void *resid, const void *delta, void *out, int R, int dim,
                              const float *w, float eps)
 {
+    if (graph_enter(CB(be))) return;
     check(CB(be), "add_rmsnorm",
           lunar_cuda_be_rmsnorm(out, delta, resid, w, R, dim, eps, be->act_dtype, CB(be)->stream));
 }
@@ -323,6 +442,7 @@ static int try_gemv(cuda_backend_t *c, const char *op, void *y, int y_f32, const
 static void cuda_gemm(lunar_backend_t *be, void *y, const void *x, int T, const lunar_tensor_t *W, const float *bias)
 {
     cuda_backend_t *c = CB(be);
+    if (graph_enter(c)) return;
     if (try_gemv(c, "gemm", y, 0, x, T, W, bias)) return;
     gemm(c, "gemm", y, cuda_type(be->act_dtype), x, T, W);
     if (bias)
@@ -331,11 +451,13 @@ static void cuda_gemm(lunar_backend_t *be, void *y, const void *x, int T, const 
 
 static void cuda_rope(lunar_backend_t *be, void *q, void *k, int T, int nq, int nk, int hd, int rot, const float *cs)
 {
+    if (graph_enter(CB(be))) return;
     check(CB(be), "rope", lunar_cuda_be_rope(q, k, cs, T, nq, nk, hd, rot, be->act_dtype, CB(be)->stream));
 }
 
 static void cuda_silu_mul(lunar_backend_t *be, void *out, const void *gate, const void *up, long n)
 {
+    if (graph_enter(CB(be))) return;
     check(CB(be), "silu_mul", lunar_cuda_be_silu_mul(out, gate, up, n, be->act_dtype, CB(be)->stream));
 }
 
@@ -343,6 +465,7 @@ static void cuda_kv_write(lunar_backend_t *be, void *kc, void *vc, const void *k
                           const lunar_batch_t *b, int nk, int hd)
 {
     cuda_backend_t *c = CB(be);
+    if (graph_enter(c)) return;
     check(c, "kv_write", lunar_cuda_be_kv_write(kc, vc, k, v, c->slot, b->num_tokens, nk, hd, be->act_dtype,
                                                 be->kv_dtype, c->stream));
 }
@@ -351,6 +474,7 @@ static void cuda_attention(lunar_backend_t *be, void *out, const void *q, const 
                            const lunar_batch_t *b, int nq, int nk, int hd, int block_size, int window, float scale)
 {
     cuda_backend_t *c = CB(be);
+    if (graph_enter(c)) return;
     check(c, "attention", lunar_cuda_be_attention(out, q, kc, vc, c->seq_of, c->pos, c->tables, c->max_blocks,
                                                   b->num_tokens, nq, nk, hd, block_size, window, scale,
                                                   c->attn_generic, be->act_dtype, be->kv_dtype, c->stream));
@@ -363,10 +487,13 @@ static void cuda_logits(lunar_backend_t *be, float *out, const void *x, const lu
     int dim = (int)W->shape[1];
     if (n_rows < 1) return;
     if (i0 + n_rows > c->num_logits) { fail(c, "logits", "rows past the step's logits_indices"); return; }
-    check(c, "logits gather", lunar_cuda_be_gather_rows(c->gather, x, c->lidx + i0, n_rows, dim, be->act_dtype,
-                                                        c->stream));
-    if (!try_gemv(c, "logits", out, 1, c->gather, n_rows, W, NULL))
-        gemm(c, "logits", out, CUDA_R_32F, c->gather, n_rows, W);
+    if (!graph_enter(c)) {
+        check(c, "logits gather", lunar_cuda_be_gather_rows(c->gather, x, c->lidx + i0, n_rows, dim, be->act_dtype,
+                                                            c->stream));
+        if (!try_gemv(c, "logits", out, 1, c->gather, n_rows, W, NULL))
+            gemm(c, "logits", out, CUDA_R_32F, c->gather, n_rows, W);
+    }
+    graph_leave(c, i0 == 0 && n_rows == c->num_logits);
 }
 
 int lunar_backend_cuda_create(const lunar_backend_params_t *p, lunar_backend_t **out)
@@ -396,6 +523,8 @@ int lunar_backend_cuda_create(const lunar_backend_params_t *p, lunar_backend_t *
     c->max_tokens = p->max_tokens;
     const char *g = getenv("LUNAR_CUDA_GEMV");
     c->gemv = !(g && !strcmp(g, "0"));
+    const char *gr = getenv("LUNAR_CUDA_GRAPHS");
+    c->graphs_on = !(gr && !strcmp(gr, "0"));
     const char *a = getenv("LUNAR_CUDA_ATTN");
     c->attn_generic = a && !strcmp(a, "generic");
     cudaError_t e = cudaSetDevice(c->device);
@@ -408,6 +537,14 @@ int lunar_backend_cuda_create(const lunar_backend_params_t *p, lunar_backend_t *
     if (st == CUBLAS_STATUS_SUCCESS) st = cublasSetStream(c->blas, c->stream);
     /* no TF32 behind our back: the f32 mode must match the CPU backend to rounding */
     if (st == CUBLAS_STATUS_SUCCESS) st = cublasSetMathMode(c->blas, CUBLAS_DEFAULT_MATH);
+    if (st == CUBLAS_STATUS_SUCCESS) {
+        if (cudaMalloc(&c->blas_ws, BLAS_WS_BYTES) != cudaSuccess) {
+            (void)cudaGetLastError();
+            cuda_free_all(&c->be);
+            return lunar_error(LUNAR_ENOMEM, "cuda backend: out of GPU memory for the cuBLAS workspace");
+        }
+        st = cublasSetWorkspace(c->blas, c->blas_ws, BLAS_WS_BYTES);
+    }
     if (st != CUBLAS_STATUS_SUCCESS) {
         cuda_free_all(&c->be);
         return lunar_error(LUNAR_EDEVICE, "cuda backend: cuBLAS: %s", cublasGetStatusString(st));

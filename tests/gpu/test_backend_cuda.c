@@ -13,7 +13,8 @@
  *  3. Odd batch compositions: four sequences through three steps that mix whole prefills,
  *     chunked prefills, a one-token prefill and decodes, over scattered block tables, with the
  *     logits of every token, compared between CPU and CUDA backends on the same batches; once
- *     more with the plain attention kernel forced (LUNAR_CUDA_ATTN=generic).
+ *     more with the plain attention kernel forced (LUNAR_CUDA_ATTN=generic); decode steps
+ *     replayed from CUDA graphs equal eager ones bit for bit.
  *  4. The bf16 mode (activations, KV and weights in bfloat16) on the same fixtures: within a
  *     loose bound of the transformers logits (bf16 keeps 8 bits: about 1e-2 relative per value);
  *     and the bf16 GEMM/logits ops (k_be_gemv for <= 8 rows, cuBLAS above) against a double
@@ -409,6 +410,34 @@ static void check_mixed(const char *name)
     lunar_model_free(m);
 }
 
+/* Decode steps replayed from CUDA graphs equal eager ones: greedy decoding of the shared model
+ * with graphs (the default) and with LUNAR_CUDA_GRAPHS=0 gives the same logits bit for bit. */
+static void check_graphs(const char *name)
+{
+    lunar_model_t *m = shared_model(name, "float32");
+    if (!m) return;
+    int V = lunar_model_config(m)->vocab_size, n0 = 5, steps = 24;
+    float *a = malloc(sizeof(float) * V * steps), *b = malloc(sizeof(float) * V * steps);
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1) setenv("LUNAR_CUDA_GRAPHS", "0", 1);
+        lunar_runner_t *r = make_runner(m, "cuda");
+        unsetenv("LUNAR_CUDA_GRAPHS");
+        if (!r) break;
+        int32_t ids[64] = {1, 403, 407, 261, 378};
+        float *out = pass ? b : a;
+        CHECK_EQ_INT(step(r, ids, 0, n0, 0, out), 0);
+        for (int i = 0; i < steps - 1; i++) {
+            ids[n0 + i] = argmax(out + (size_t)i * V, V);
+            CHECK_EQ_INT(step(r, ids, n0 + i, n0 + i + 1, 0, out + (size_t)(i + 1) * V), 0);
+        }
+        lunar_runner_free(r);
+    }
+    CHECK_MSG(memcmp(a, b, sizeof(float) * V * steps) == 0, "%s: decode from CUDA graphs differs from eager", name);
+    printf("%-24s %d decode steps from CUDA graphs equal eager bit for bit\n", name, steps - 1);
+    free(a), free(b);
+    lunar_model_free(m);
+}
+
 /* The mixed batches again with the plain attention kernel (head_dims the vectorized one does
  * not take use it; the models here would not reach it otherwise). */
 static void check_generic_attention(const char *name)
@@ -430,6 +459,7 @@ int main(void)
         check_case("qwen3_qk_norm");
         check_mixed("stories260K");
         check_generic_attention("stories260K");
+        check_graphs("stories260K");
         check_gemm_bf16("stories260K");
         return CHECK_DONE();
     }
@@ -441,6 +471,7 @@ int main(void)
     check_mixed("stories260K");
     check_mixed("TinyStories-656K");
     check_generic_attention("TinyStories-656K");
+    check_graphs("TinyStories-656K");
     check_gemm_bf16("TinyStories-656K");
     check_gemm_bf16("stories260K");
     return CHECK_DONE();
