@@ -425,6 +425,7 @@ typedef struct lunar_runner_options {
     int max_num_batched_tokens;
     int max_num_seqs;
     int num_threads;
+    int enforce_eager;
 } lunar_runner_options_t;
 void lunar_runner_options_default(lunar_runner_options_t *o);
 typedef struct lunar_runner lunar_runner_t;

@@ -73,7 +73,7 @@ end
 
 -- new(model, {block_size, max_model_len, max_num_seqs, max_num_batched_tokens,
 --             kv_cache_memory_bytes, num_threads, backend = "cpu" | "cuda",
---             gpu_memory_utilization}) -> runner | nil, err
+--             gpu_memory_utilization, enforce_eager}) -> runner | nil, err
 function M.new(model, o)
   local plan, err = M.kv_plan(model, o)
   if not plan then return nil, err end
@@ -84,6 +84,7 @@ function M.new(model, o)
   ro.max_num_batched_tokens = o.max_num_batched_tokens or 2048
   ro.max_num_seqs = o.max_num_seqs or 256
   ro.num_threads = o.num_threads or 0
+  ro.enforce_eager = o.enforce_eager and 1 or 0
   ro.backend = o.backend or "cpu" -- a Lua string: kept alive by `o` while the runner is made
   local out = ffi.new("lunar_runner_t *[1]")
   local ok, cerr = lffi.check(C.lunar_runner_create(model.handle, ro, out))

@@ -57,6 +57,7 @@ typedef struct lunar_backend_params {
     int max_tokens;    /* most tokens one step carries (max_num_batched_tokens) */
     int head_dim;
     int device;        /* GPU index (CUDA) */
+    int enforce_eager; /* CUDA: every step eager, no CUDA graphs */
 } lunar_backend_params_t;
 
 struct lunar_backend {

@@ -51,7 +51,7 @@ typedef struct cuda_backend {
     void *gather;         /* [max_tokens][max_k] act: rows picked for the logits */
 
     /* CUDA graphs of decode steps (see graph_enter): one per (tokens, table width) shape */
-    int graphs_on;        /* LUNAR_CUDA_GRAPHS=0: off */
+    int graphs_on;        /* off with --enforce-eager or LUNAR_CUDA_GRAPHS=0 */
     int mode, cur;        /* G_EAGER..G_REPLAY; the graph of this step */
     struct {
         int T, max_blocks, bad;
@@ -524,7 +524,7 @@ int lunar_backend_cuda_create(const lunar_backend_params_t *p, lunar_backend_t *
     const char *g = getenv("LUNAR_CUDA_GEMV");
     c->gemv = !(g && !strcmp(g, "0"));
     const char *gr = getenv("LUNAR_CUDA_GRAPHS");
-    c->graphs_on = !(gr && !strcmp(gr, "0"));
+    c->graphs_on = !p->enforce_eager && !(gr && !strcmp(gr, "0"));
     const char *a = getenv("LUNAR_CUDA_ATTN");
     c->attn_generic = a && !strcmp(a, "generic");
     cudaError_t e = cudaSetDevice(c->device);

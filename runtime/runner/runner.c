@@ -132,7 +132,7 @@ int lunar_runner_create(const lunar_model_t *m, const lunar_runner_options_t *op
     int I = c->intermediate_size, T = opt->max_num_batched_tokens;
     int maxk = H > nq * hd ? H : nq * hd;
     if (I > maxk) maxk = I;
-    lunar_backend_params_t bp = {opt->num_threads, maxk, T, hd, 0};
+    lunar_backend_params_t bp = {opt->num_threads, maxk, T, hd, 0, opt->enforce_eager};
     int rc = lunar_backend_create(opt->backend ? opt->backend : "cpu", &bp, &r->be);
     if (rc) { free(r); return rc; }
     lunar_backend_t *be = r->be;

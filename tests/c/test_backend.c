@@ -406,7 +406,7 @@ static void run_all(lunar_backend_t *be)
 int main(void)
 {
     lunar_backend_t *be = NULL;
-    lunar_backend_params_t p = {2, MAXK, 160, 64, 0};
+    lunar_backend_params_t p = {2, MAXK, 160, 64, 0, 0};
     CHECK(lunar_backend_create("nope", &p, &be) == LUNAR_EUNSUPPORTED);
     for (int threads = 1; threads <= 3; threads += 2) {
         p.num_threads = threads;

@@ -29,6 +29,9 @@ gen() { "$BUILD_DIR/lunar" generate "$model" --prompt "Once upon a time" --max-t
 gen --device cpu > "$OUT/generate_cpu.txt" 2> "$OUT/generate.err" || rc=1
 gen --device cuda --dtype float32 > "$OUT/generate_cuda.txt" 2>> "$OUT/generate.err" || rc=1
 gen --device cuda > "$OUT/generate_cuda_bf16.txt" 2>> "$OUT/generate.err" || rc=1
+gen --device cuda --dtype float32 --enforce-eager 2>> "$OUT/generate.err" | cmp -s - "$OUT/generate_cpu.txt" \
+  && echo "generate --device cuda --enforce-eager: same text as --device cpu" \
+  || { echo "generate --device cuda --enforce-eager differs from --device cpu"; rc=1; }
 if cmp -s "$OUT/generate_cpu.txt" "$OUT/generate_cuda.txt"; then
   echo "generate --device cuda --dtype float32: same text as --device cpu"
 else

@@ -294,7 +294,7 @@ static void check_gemm_bf16(const char *name)
     const lunar_weights_t *w = lunar_model_weights(m);
     const lunar_model_config_t *c = lunar_model_config(m);
     int maxk = c->hidden_size > c->intermediate_size ? c->hidden_size : c->intermediate_size;
-    lunar_backend_params_t bp = {1, maxk, 16, c->head_dim, 0};
+    lunar_backend_params_t bp = {1, maxk, 16, c->head_dim, 0, 0};
     lunar_backend_t *be = NULL;
     int rc = lunar_backend_create("cuda", &bp, &be);
     CHECK_MSG(rc == 0, "cuda backend: %s", lunar_errmsg());

@@ -26,6 +26,7 @@ typedef struct lunar_runner_options {
     int max_num_batched_tokens;  /* tokens one forward may carry (2048) */
     int max_num_seqs;            /* sequences one forward may carry (256) */
     int num_threads;             /* CPU threads; 0 = every core */
+    int enforce_eager;           /* CUDA: no CUDA graphs (--enforce-eager) */
 } lunar_runner_options_t;
 
 void lunar_runner_options_default(lunar_runner_options_t *o);
