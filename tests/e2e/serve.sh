@@ -202,4 +202,11 @@ kill -TERM $PID_tls; wait $PID_tls; expect_rc 0 "TLS server exits 0"
 "$LUNAR_BIN" serve "$M" --port 0 --ssl-keyfile "$tmp/key.pem" --ssl-certfile /nonexistent.pem > "$tmp/bad.log" 2>&1
 expect_rc 1 "bad certificate path exits 1"
 expect_contains "$(cat $tmp/bad.log)" "/nonexistent.pem" "the error names the file"
+# so is a chat template that does not compile, or names nothing
+"$LUNAR_BIN" serve "$M" --port 0 --chat-template '{% for m in messages %}{{ m.content }}' > "$tmp/badt.log" 2>&1
+expect_rc 1 "an unclosed for in --chat-template exits 1"
+expect_contains "$(cat $tmp/badt.log)" "--chat-template: inline:1:" "the error names the template position"
+"$LUNAR_BIN" serve "$M" --port 0 --chat-template no-such-template > "$tmp/badt.log" 2>&1
+expect_rc 1 "an unknown --chat-template exits 1"
+expect_contains "$(cat $tmp/badt.log)" "not a built-in name" "the error says what it tried"
 finish
