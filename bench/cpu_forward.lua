@@ -1,24 +1,27 @@
 -- bench/cpu_forward.lua — the CPU runner's forward alone: prefill and decode tokens/s.
 --
 --   build/lunar run bench/cpu_forward.lua [--threads N] [--prompt 512] [--seconds S]
---       [--models DIR[:dummy],...] [--clock wall|cpu]
+--       [--models DIR[:dummy],...] [--batch 16]
 --
 -- Drives lunar_runner_forward directly (no engine, no sampler) so the figures are the
 -- model's arithmetic and memory traffic only. Cases per model:
 --   prefill   one sequence of --prompt tokens in one step, logits of the last row;
---   decode bN N sequences each adding one token per step at context 128.. (the cache is not
---             prefilled: attention cost depends on the context length, not on its values).
+--   decode bN N sequences (1 and --batch) each adding one token per step at context 128.. (the
+--             cache is not prefilled: attention cost depends on the context length, not on its
+--             values).
 -- Beside ours: GFLOP/s (2 x matmul params per token) and, for decode, the weight bytes read per
 -- second against the machine's memcpy bandwidth (the decode roofline: every step reads every
 -- weight once). Defaults: the two shared models and bench/configs/llama-100m with dummy weights.
--- --clock cpu times with the process's CPU clock (all threads' CPU seconds): on a machine shared
--- with other jobs it measures the code rather than the share of cores it got; with --threads 1
--- it is the single-core rate.
+-- Each row has two rates of the same (fastest) call: tokens per wall second, and tokens per CPU
+-- second of the process (all threads' CPU time). On a machine shared with other jobs the wall
+-- rate depends on the share of cores we got; the CPU rate measures the code (with --threads 1 it
+-- is the single-core rate; with N threads, N x it bounds the wall rate on N idle cores). The
+-- header gives the load average at the start.
 local lffi = require "lunar.ffi"
 local model = require "lunar.model"
 local ffi, C = lffi.ffi, lffi.C
 
-local opts = { threads = 0, prompt = 512, seconds = 2, decode_ctx = 128, clock = "wall" }
+local opts = { threads = 0, prompt = 512, seconds = 2, decode_ctx = 128, batch = 16 }
 local i = 1
 while i <= #arg do
   local a = arg[i]
@@ -29,7 +32,7 @@ while i <= #arg do
   i = i + 1
 end
 opts.threads, opts.prompt = tonumber(opts.threads), tonumber(opts.prompt)
-opts.seconds, opts.decode_ctx = tonumber(opts.seconds), tonumber(opts.decode_ctx)
+opts.seconds, opts.decode_ctx, opts.batch = tonumber(opts.seconds), tonumber(opts.decode_ctx), tonumber(opts.batch)
 
 local src = os.getenv("LUNAR_SRC") or "."
 local shared = os.getenv("LUNAR_SHARED") or (src .. "/../shared")
@@ -41,11 +44,12 @@ pcall(ffi.cdef, [[
   int clock_gettime(int clk, lunar_timespec_t *ts);
 ]])
 local ts = ffi.new("lunar_timespec_t")
-local clock_id = opts.clock == "cpu" and 2 or 1 -- CLOCK_PROCESS_CPUTIME_ID or CLOCK_MONOTONIC
-local function now()
-  C.clock_gettime(clock_id, ts)
+local function clock(id)
+  C.clock_gettime(id, ts)
   return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
 end
+local function now() return clock(1) end     -- CLOCK_MONOTONIC
+local function cpunow() return clock(2) end  -- CLOCK_PROCESS_CPUTIME_ID
 
 local function sh(cmd)
   local f = io.popen(cmd .. " 2>/dev/null")
@@ -72,23 +76,24 @@ end
 local nthreads = opts.threads > 0 and opts.threads or tonumber(sh("nproc")) or 1
 local cpu = sh("grep -m1 'model name' /proc/cpuinfo"):gsub("^model name%s*:%s*", "")
 print(string.format("# bench/cpu_forward: CPU runner forward (f32 math), %d threads; machine %s, %s cores, "
-  .. "memcpy %.1f GB/s; %s clock; commit %s", nthreads, cpu, sh("nproc"), memcpy_gbs(), opts.clock, sh("git -C " .. src
-  .. " rev-parse --short HEAD")))
-print(string.format("%-18s %8s %5s %-10s %7s %8s %10s %9s %11s", "model", "params", "dtype", "case", "tokens",
-  "seconds", "tokens/s", "GFLOP/s", "weight GB/s"))
+  .. "memcpy %.1f GB/s; load average %s; commit %s", nthreads, cpu, sh("nproc"), memcpy_gbs(),
+  sh("cut -d' ' -f1-3 /proc/loadavg"), sh("git -C " .. src .. " rev-parse --short HEAD")))
+print(string.format("%-18s %8s %5s %-10s %7s %8s %10s %10s %9s %11s", "model", "params", "dtype", "case", "tokens",
+  "seconds", "tokens/s", "tok/cpu-s", "GFLOP/s", "weight GB/s"))
 
--- Times fn (which computes `tokens` tokens per call) for about opts.seconds; returns the best
--- call's seconds (the least disturbed by other processes).
+-- Times fn for about opts.seconds; returns the best call's wall seconds (the call least
+-- disturbed by other processes) and the CPU seconds of that call.
 local function timeit(fn)
   fn() -- warm: page in the weights, fault in the scratch
-  local best, t_end, n = math.huge, now() + opts.seconds, 0
+  local best, best_cpu, t_end, n = math.huge, 0, now() + opts.seconds, 0
   repeat
-    local t0 = now()
+    local t0, c0 = now(), cpunow()
     fn()
-    best = math.min(best, now() - t0)
+    local t, c = now() - t0, cpunow() - c0
+    if t < best then best, best_cpu = t, c end
     n = n + 1
   until now() > t_end and n >= 3
-  return best
+  return best, best_cpu
 end
 
 for spec in models:gmatch("[^,]+") do
@@ -105,7 +110,7 @@ for spec in models:gmatch("[^,]+") do
       params, wbytes = params + n, wbytes + t.nbytes
     end
   end
-  local bs, maxb = 16, 16
+  local bs, maxb = 16, math.max(opts.batch, 1)
   local per_seq = math.ceil(math.max(opts.prompt, opts.decode_ctx + 64) / bs)
   local ro = ffi.new("lunar_runner_options_t")
   C.lunar_runner_options_default(ro)
@@ -128,12 +133,13 @@ for spec in models:gmatch("[^,]+") do
   b.token_ids, b.positions, b.slot_mapping, b.query_start = tok, pos, slot, qs
   b.seq_lens, b.block_tables, b.max_blocks_per_seq, b.logits_indices = lens, bt, per_seq, li
 
-  local function row(case, tokens, secs)
+  local function row(case, tokens, secs, cpu_secs)
     local tps = tokens / secs
     local gbs = case:match("^decode") and string.format("%11.2f", wbytes * (tokens / secs) /
       tonumber(case:match("b(%d+)")) / 1e9) or string.format("%11s", "-")
-    print(string.format("%-18s %7.1fM %5s %-10s %7d %8.4f %10.1f %9.2f %s", name, params / 1e6, m.dtype or "?", case,
-      tokens, secs, tps, 2 * params * tps / 1e9, gbs))
+    print(string.format("%-18s %7.1fM %5s %-10s %7d %8.4f %10.1f %10.1f %9.2f %s", name, params / 1e6, m.dtype or "?",
+      case, tokens, secs, tps, tokens / cpu_secs, 2 * params * tps / 1e9, gbs))
+    io.stdout:flush()
   end
 
   -- prefill: one sequence, T tokens
@@ -145,7 +151,7 @@ for spec in models:gmatch("[^,]+") do
   row("prefill", T, timeit(function() assert(lffi.check(C.lunar_runner_forward(r, b, logits))) end))
 
   -- decode: B sequences, one token each, context decode_ctx .. decode_ctx + 63
-  for _, B in ipairs({ 1, 16 }) do
+  for _, B in ipairs(maxb > 1 and { 1, maxb } or { 1 }) do
     local step = 0
     local function decode()
       local p = opts.decode_ctx + step % 64

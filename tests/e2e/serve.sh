@@ -36,6 +36,7 @@ body='{"model":"stories","prompt":"Once upon a time","max_tokens":16,"temperatur
 out=$(curl -s --http1.1 -w '\n%{http_version}' $U/v1/completions -H 'content-type: application/json' -d "$body")
 expect_eq "$(echo "$out" | tail -1)" "1.1" "HTTP/1.1 request"
 text=$(echo "$out" | head -1 | json 'v.choices[0].text')
+first_id=$(echo "$out" | head -1 | json 'v.id')
 expect_contains "$text" ", there was a little girl named Lily" "greedy completion over HTTP/1.1"
 out=$(curl -s --http2-prior-knowledge -w '\n%{http_version}' $U/v1/completions -H 'content-type: application/json' -d "$body")
 expect_eq "$(echo "$out" | tail -1)" "2" "HTTP/2 by prior knowledge"
@@ -173,7 +174,9 @@ expect_contains "$(cat $tmp/h2load.out)" "2000 succeeded, 0 failed, 0 errored" "
 expect_contains "$(cat $tmp/h2load.out)" "2000 2xx, 0 3xx, 0 4xx, 0 5xx" "h2load: no errors"
 sleep 1.1; curl -s -o /dev/null $U/health   # idle again: the server collects its garbage
 after=$(rss)
-expect_eq "$(( after < before + 8192 ))" 1 "RSS after load ($after KiB) within 8 MiB of before ($before KiB)"
+if [ -z "${LUNAR_SANITIZED:-}" ]; then   # ASan's quarantine holds freed memory on purpose
+  expect_eq "$(( after < before + 8192 ))" 1 "RSS after load ($after KiB) within 8 MiB of before ($before KiB)"
+fi
 
 # SIGTERM: drains and exits 0
 curl -s -N $U/v1/completions -H 'content-type: application/json' -d '{"prompt":"x","max_tokens":60,"ignore_eos":true,"stream":true}' > "$tmp/drain.out" &
@@ -195,6 +198,8 @@ expect_eq "$(curl -sk -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer w
 out=$(curl -sk -w '\n%{http_version}' -H 'Authorization: Bearer sekrit' $T/v1/completions -H 'content-type: application/json' -d "${body/\"model\":\"stories\",/}")
 expect_eq "$(echo "$out" | tail -1)" "2" "HTTPS negotiates h2 by ALPN"
 expect_eq "$(echo "$out" | head -1 | json 'v.choices[0].text')" "$text" "same text over HTTPS"
+tls_id=$(echo "$out" | head -1 | json 'v.id')
+expect_eq "$([ "$tls_id" != "$first_id" ] && echo differ)" differ "response ids differ between server processes ($tls_id)"
 expect_eq "$(curl -sk -o /dev/null -w '%{http_code}' $T/health)" 200 "/health needs no key"
 kill -TERM $PID_tls; wait $PID_tls; expect_rc 0 "TLS server exits 0"
 

@@ -18,7 +18,12 @@ local function bad(msg, param, status, etype)
   return http.error(status or 400, msg, etype or "BadRequestError", param)
 end
 
+-- n random hex digits for response ids, from the kernel's generator: ids must differ across
+-- server restarts too (an unseeded math.random repeats the same ids in every process)
+local urandom = io.open("/dev/urandom", "rb")
 local function rand_hex(n)
+  local bytes = urandom and urandom:read(math.ceil(n / 2))
+  if bytes then return (bytes:gsub(".", function(c) return string.format("%02x", c:byte()) end)):sub(1, n) end
   local t = {}
   for i = 1, n do t[i] = string.format("%x", math.random(0, 15)) end
   return table.concat(t)

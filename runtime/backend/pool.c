@@ -1,8 +1,8 @@
 /*
- * pool.c — see pool.h. Workers sleep on a condition variable between runs; a run bumps a
+ * backend/pool.c — see pool.h. Workers sleep on a condition variable between runs; a run bumps a
  * generation counter, and the last finisher wakes the caller.
  */
-#include "runner/pool.h"
+#include "backend/pool.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -107,10 +107,10 @@ void pool_free(pool_t *p)
 
 int pool_threads(const pool_t *p) { return p->n; }
 
-void pool_run(pool_t *p, pool_fn fn, void *ctx, int ntasks)
+void pool_run(pool_t *p, pool_fn fn, void *ctx, int ntasks, double cost)
 {
     if (ntasks <= 0) return;
-    if (p->n == 1 || ntasks == 1) {
+    if (p->n == 1 || ntasks == 1 || cost < POOL_SERIAL_WORK) {
         for (int i = 0; i < ntasks; i++) fn(ctx, i, 0);
         return;
     }

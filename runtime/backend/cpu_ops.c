@@ -1,15 +1,17 @@
 /*
- * cpu_ops.c — the CPU backend's ops (see ops.h): f32 math over f32/f16/bf16 weights.
+ * backend/cpu_ops.c — the CPU backend's ops (cpu_ops.h; their contract is backend.h): f32
+ * math over f32/f16/bf16 weights.
  *
  * Parallel over the pool's threads; inner loops are written with GCC vector extensions so
  * they vectorise at -O2 on any x86-64 (SSE2) and, through target_clones, use AVX2+FMA where
  * the CPU has them. The clone is "arch=x86-64-v3", not "arch=haswell": GCC dispatches an
  * arch=<cpu> clone on the CPU model (__builtin_cpu_is), so AMD parts never got the AVX2 code
- * (measured: 2.5x slower GEMM on an EPYC), while an ISA level is checked by its features. Each output element is computed by one thread in a fixed order, so a
- * row's result never depends on what else is in the batch: a sequence gives the same logits
- * alone or batched, bit for bit.
+ * (measured: 2.5x slower GEMM on an EPYC), while an ISA level is checked by its features.
+ * Each output element is computed by one thread in a fixed order, so a row's result never
+ * depends on what else is in the batch: a sequence gives the same logits alone or batched,
+ * bit for bit.
  */
-#include "runner/ops.h"
+#include "backend/cpu_ops.h"
 
 #include <math.h>
 #include <string.h>
@@ -158,7 +160,17 @@ void op_gemm(ops_ctx_t *o, float *y, const float *x, int T, const lunar_tensor_t
 {
     gemm_job_t j = {o, y, x, T, (int)W->shape[0], (int)W->shape[1], (T + GEMM_TB - 1) / GEMM_TB, W, bias};
     int nnb = (j.N + GEMM_NB - 1) / GEMM_NB;
-    pool_run(o->pool, gemm_task, &j, nnb * j.ntb);
+    pool_run(o->pool, gemm_task, &j, nnb * j.ntb, (double)T * j.N * j.K);
+}
+
+void op_logits(ops_ctx_t *o, float *out, const float *x, const int32_t *rows, int n, const lunar_tensor_t *W)
+{
+    int N = (int)W->shape[0], K = (int)W->shape[1];
+    for (int i0 = 0; i0 < n; i0 += GEMM_TB) {
+        int m = n - i0 < GEMM_TB ? n - i0 : GEMM_TB;
+        for (int i = 0; i < m; i++) memcpy(o->gather + (size_t)i * K, x + (size_t)rows[i0 + i] * K, sizeof(float) * K);
+        op_gemm(o, out + (size_t)i0 * N, o->gather, m, W, NULL);
+    }
 }
 
 /* ---- elementwise and per-row ops ------------------------------------------------------ */
@@ -203,14 +215,14 @@ static void norm_task(void *ctx, int t, int thread)
 void op_rmsnorm(ops_ctx_t *o, float *out, const float *x, int T, int dim, const float *w, float eps)
 {
     norm_job_t j = {out, NULL, x, NULL, w, dim, eps};
-    pool_run(o->pool, norm_task, &j, T);
+    pool_run(o->pool, norm_task, &j, T, 2.0 * T * dim);
 }
 
 void op_add_rmsnorm(ops_ctx_t *o, float *resid, const float *delta, float *out, int T, int dim,
                     const float *w, float eps)
 {
     norm_job_t j = {out, resid, NULL, delta, w, dim, eps};
-    pool_run(o->pool, norm_task, &j, T);
+    pool_run(o->pool, norm_task, &j, T, 2.0 * T * dim);
 }
 
 void op_rope(ops_ctx_t *o, float *q, float *k, int T, int nq, int nk, int hd, int rot, const float *cs)
@@ -294,10 +306,21 @@ static void attn_task(void *ctx, int task, int thread)
     for (int i = 0; i < hd; i++) o[i] = acc[i] / l;
 }
 
+/* multiply-adds of the step's attention: 2 per position per head dim (q.k and p.v) */
+static double attn_work(const lunar_batch_t *b, int nq, int hd, int window)
+{
+    double ctx = 0;
+    for (int t = 0; t < b->num_tokens; t++) {
+        int n = b->positions[t] + 1;
+        ctx += window > 0 && n > window ? window : n;
+    }
+    return 2.0 * ctx * nq * hd;
+}
+
 void op_attention(ops_ctx_t *o, float *out, const float *q, const float *kc, const float *vc,
                   const lunar_batch_t *b, const int32_t *seq_of, int nq, int nk, int hd,
                   int block_size, int window, float scale)
 {
     attn_job_t j = {out, q, kc, vc, b, seq_of, nq, nk, hd, block_size, window, scale, o->scratch};
-    pool_run(o->pool, attn_task, &j, b->num_tokens * nq);
+    pool_run(o->pool, attn_task, &j, b->num_tokens * nq, attn_work(b, nq, hd, window));
 }
