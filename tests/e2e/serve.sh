@@ -44,10 +44,12 @@ expect_eq "$(echo "$out" | head -1 | json 'v.choices[0].text')" "$text" "same te
 out=$(curl -s --http2 -w '\n%{http_version}' $U/v1/completions -H 'content-type: application/json' -d "$body")
 expect_eq "$(echo "$out" | tail -1)" "2" "HTTP/2 by Upgrade: h2c"
 
-# streaming: a chunk per token, a usage chunk, [DONE]
+# streaming: token chunks, a usage chunk, [DONE]. Tokens the engine made while the event loop
+# was busy arrive together in one chunk (as vLLM's output processor merges them), so under load
+# 6 tokens may come in fewer than 6 chunks: count at least one
 out=$(curl -s -N $U/v1/completions -H 'content-type: application/json' \
   -d '{"prompt":"Once upon a time","max_tokens":6,"temperature":0,"stream":true,"stream_options":{"include_usage":true}}')
-expect_eq "$(( $(echo "$out" | grep -c '^data: ') >= 4 ))" 1 "token chunks + usage + [DONE]"
+expect_eq "$(( $(echo "$out" | grep -c '^data: {"') >= 2 ))" 1 "token chunk(s) + usage + [DONE]"
 stext=$(echo "$out" | grep '^data: {' | sed 's/^data: //' | node -e 'let s="";for(const l of require("fs").readFileSync(0,"utf8").split("\n")){if(!l)continue;const v=JSON.parse(l);for(const c of v.choices)s+=c.text}console.log(s)')
 expect_eq "$stext" "$(echo "$text" | cut -c1-${#stext})" "streamed deltas add up to the non-streamed text"
 expect_contains "$(echo "$out" | tail -2)" "data: [DONE]" "stream ends with [DONE]"
