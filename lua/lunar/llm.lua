@@ -39,6 +39,7 @@ local OPTION_NAMES = {
   "model", "tokenizer", "dtype", "load_format", "seed", "device", "max_model_len", "block_size",
   "max_num_seqs", "max_num_batched_tokens", "enable_prefix_caching", "enable_chunked_prefill",
   "kv_cache_memory_bytes", "gpu_memory_utilization", "num_threads", "chat_template",
+  "chat_template_content_format",
   "tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size", "trust_remote_code",
   "enforce_eager", "served_model_name", "stats_interval", "scheduling_policy",
 }
@@ -278,13 +279,18 @@ function LLM:generate(prompts, params, o)
 end
 
 -- chat(messages, params, {chat_template=, add_generation_prompt=true, continue_final_message=,
--- tools=, chat_template_kwargs=, use_tqdm=}) -> {RequestOutput} | nil, err
--- messages: one conversation (a list of {role=, content=}) or a list of conversations.
+-- tools=, documents=, chat_template_kwargs=, content_format=, use_tqdm=}) -> {RequestOutput} | nil, err
+-- messages: one conversation (a list of {role=, content=}) or a list of conversations. The
+-- prompt is lunar.template.apply's (vLLM's chat preprocessing and rendering); chat_template here
+-- is template source, the LLM's chat_template option a file, inline source or built-in name.
 function LLM:chat(messages, params, o)
   o = o or {}
   local template = require "lunar.template"
-  if type(messages) ~= "table" or #messages == 0 then return nil, "chat: messages must be a non-empty list" end
-  local convs = (type(messages[1]) == "table" and messages[1].role == nil) and messages or { messages }
+  if type(messages) ~= "table" or messages[1] == nil then return nil, "chat: messages must be a non-empty list" end
+  -- a list of conversations holds lists; a conversation holds message objects
+  local first = messages[1]
+  local many = type(first) == "table" and type(first[1]) == "table"
+  local convs = many and messages or { messages }
   local prompts = {}
   for i, conv in ipairs(convs) do
     local text, err = template.apply(self, conv, o)

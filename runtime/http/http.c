@@ -51,6 +51,7 @@ struct lunar_http_server {
     int stopping;
     struct timespec deadline;
     int inflight;
+    int open_conns;               /* accepted connections not yet closed (socket on_close) */
     int port;
     uint64_t next_id;
     int ctx_ready, ran;
@@ -329,6 +330,9 @@ static void begin_shutdown(lunar_http_server_t *s)
     }
     clock_gettime(CLOCK_MONOTONIC, &s->deadline);
     s->deadline.tv_sec += (time_t)s->cfg.shutdown_timeout_s;
+    /* HTTP/2 connections get a GOAWAY and close once their streams end; HTTP/1 ones stop
+     * keeping alive after their current response */
+    h2o_context_request_shutdown(&s->ctx);
     lunar_log(LUNAR_LOG_INFO, "http", "shutting down: no new connections; waiting for %d request(s)", s->inflight);
     if (s->cfg.on_shutdown) s->cfg.on_shutdown(s->cfg.ud);
 }
@@ -360,12 +364,24 @@ void lunar_http_shutdown(lunar_http_server_t *s)
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------------- */
+static void on_conn_close(void *data)
+{
+    lunar_http_server_t *s = data;
+    s->open_conns--;
+}
+
 static void on_accept(h2o_socket_t *listener, const char *err)
 {
     lunar_http_server_t *s = listener->data;
     if (err) return;
     h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
-    if (sock) h2o_accept(&s->accept_ctx, sock);
+    if (!sock) return;
+    /* counted so that shutdown knows when the context can be disposed of (h2o's own server
+     * counts its connections the same way) */
+    s->open_conns++;
+    sock->on_close.cb = on_conn_close;
+    sock->on_close.data = s;
+    h2o_accept(&s->accept_ctx, sock);
 }
 
 static int setup_tls(lunar_http_server_t *s)
@@ -472,13 +488,20 @@ int lunar_http_run(lunar_http_server_t *s)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    struct timespec idle_since = {0, 0}; /* when the last request ended, while stopping */
     for (;;) {
         if (s->stopping) {
             struct timespec now;
             clock_gettime(CLOCK_MONOTONIC, &now);
-            if (s->inflight == 0) break;
-            if (now.tv_sec > s->deadline.tv_sec ||
-                (now.tv_sec == s->deadline.tv_sec && now.tv_nsec >= s->deadline.tv_nsec)) {
+            if (s->inflight == 0) {
+                /* requests are done; give clients a moment to close their connections (idle
+                 * HTTP/1 keep-alive ones may not), so the context can be freed cleanly */
+                if (s->open_conns <= 0) break;
+                if (idle_since.tv_sec == 0) idle_since = now;
+                double idle = (double)(now.tv_sec - idle_since.tv_sec) + (now.tv_nsec - idle_since.tv_nsec) * 1e-9;
+                if (idle >= 1.0) break;
+            } else if (now.tv_sec > s->deadline.tv_sec ||
+                       (now.tv_sec == s->deadline.tv_sec && now.tv_nsec >= s->deadline.tv_nsec)) {
                 lunar_log(LUNAR_LOG_WARN, "http", "shutdown timeout: %d request(s) still in flight", s->inflight);
                 break;
             }
@@ -499,19 +522,26 @@ void lunar_http_free(lunar_http_server_t *s)
     if (s->sigsock) h2o_socket_close(s->sigsock);
     else if (s->sigpipe[0] >= 0) close(s->sigpipe[0]);
     if (s->sigpipe[1] >= 0) close(s->sigpipe[1]);
-    if (s->ran) { /* see below: the context stays; only our own memory goes */
-        if (s->accept_ctx.ssl_ctx) SSL_CTX_free(s->accept_ctx.ssl_ctx);
-        free(s);
-        return;
-    }
-    /* h2o 2.2 cannot dispose of a context while idle keep-alive connections still hold
-     * timeouts (it asserts), and it has no call to close them; after a run the process is
-     * about to exit, so the context is left to the OS. Before a run nothing is connected. */
-    if (s->ctx_ready && !s->ran) {
-        h2o_multithread_unregister_receiver(s->ctx.queue, &s->wake_receiver);
-        h2o_context_dispose(&s->ctx);
+    if (s->ctx_ready && s->ran && s->open_conns > 0) {
+        /* h2o 2.2 cannot dispose of a context while connections still hold timeouts (it
+         * asserts), and it cannot close them for us; the process is about to exit, so the
+         * context is left to the OS. */
+        lunar_log(LUNAR_LOG_DEBUG, "http", "%d connection(s) still open at exit", s->open_conns);
+    } else if (s->ctx_ready) {
+        h2o_evloop_t *loop = s->ctx.loop;
+        h2o_evloop_run(loop, 0); /* frees the sockets closed above */
+        /* request_shutdown armed HTTP/2's graceful-shutdown timer; with no connection left it
+         * has nothing to do, and a linked entry makes h2o_context_dispose assert */
+        if (h2o_timeout_is_linked(&s->ctx.http2._graceful_shutdown_timeout))
+            h2o_timeout_unlink(&s->ctx.http2._graceful_shutdown_timeout);
+        h2o_multithread_queue_t *queue = s->ctx.queue;
+        h2o_multithread_unregister_receiver(queue, &s->wake_receiver);
+        h2o_context_dispose(&s->ctx); /* destroys its queue, but with the evloop backend */
         h2o_config_dispose(&s->config);
-    } else if (!s->ctx_ready) {
+        free(queue);              /* h2o 2.2 frees the queue's memory only under libuv */
+        h2o_evloop_run(loop, 0); /* frees the queue's closed socket */
+        h2o_evloop_destroy(loop);
+    } else {
         h2o_config_dispose(&s->config);
     }
     if (s->accept_ctx.ssl_ctx) SSL_CTX_free(s->accept_ctx.ssl_ctx);

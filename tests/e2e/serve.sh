@@ -25,7 +25,8 @@ start() { # start NAME ARGS... -> sets PORT_<NAME>, PID_<NAME>
 }
 json() { node -e "const v=JSON.parse(require('fs').readFileSync(0,'utf8')); const f=new Function('v','return ('+process.argv[1]+')'); console.log(f(v))" "$1"; }
 
-start main --served-model-name stories tiny --max-request-body 1M --handler "$LUNAR_SRC/examples/handler.lua"
+start main --served-model-name stories tiny --max-request-body 1M --handler "$LUNAR_SRC/examples/handler.lua" \
+  --chat-template chatml
 U="http://127.0.0.1:$PORT_main"
 expect_eq "$(curl -s -o /dev/null -w '%{http_code}' $U/health)" 200 "GET /health"
 out=$(curl -s $U/v1/models); expect_eq "$(echo "$out" | json 'v.data.map(m=>m.id).join(",")')" "stories,tiny" "two served names"
@@ -35,6 +36,7 @@ body='{"model":"stories","prompt":"Once upon a time","max_tokens":16,"temperatur
 out=$(curl -s --http1.1 -w '\n%{http_version}' $U/v1/completions -H 'content-type: application/json' -d "$body")
 expect_eq "$(echo "$out" | tail -1)" "1.1" "HTTP/1.1 request"
 text=$(echo "$out" | head -1 | json 'v.choices[0].text')
+first_id=$(echo "$out" | head -1 | json 'v.id')
 expect_contains "$text" ", there was a little girl named Lily" "greedy completion over HTTP/1.1"
 out=$(curl -s --http2-prior-knowledge -w '\n%{http_version}' $U/v1/completions -H 'content-type: application/json' -d "$body")
 expect_eq "$(echo "$out" | tail -1)" "2" "HTTP/2 by prior knowledge"
@@ -42,10 +44,12 @@ expect_eq "$(echo "$out" | head -1 | json 'v.choices[0].text')" "$text" "same te
 out=$(curl -s --http2 -w '\n%{http_version}' $U/v1/completions -H 'content-type: application/json' -d "$body")
 expect_eq "$(echo "$out" | tail -1)" "2" "HTTP/2 by Upgrade: h2c"
 
-# streaming: a chunk per token, a usage chunk, [DONE]
+# streaming: token chunks, a usage chunk, [DONE]. Tokens the engine made while the event loop
+# was busy arrive together in one chunk (as vLLM's output processor merges them), so under load
+# 6 tokens may come in fewer than 6 chunks: count at least one
 out=$(curl -s -N $U/v1/completions -H 'content-type: application/json' \
   -d '{"prompt":"Once upon a time","max_tokens":6,"temperature":0,"stream":true,"stream_options":{"include_usage":true}}')
-expect_eq "$(( $(echo "$out" | grep -c '^data: ') >= 4 ))" 1 "token chunks + usage + [DONE]"
+expect_eq "$(( $(echo "$out" | grep -c '^data: {"') >= 2 ))" 1 "token chunk(s) + usage + [DONE]"
 stext=$(echo "$out" | grep '^data: {' | sed 's/^data: //' | node -e 'let s="";for(const l of require("fs").readFileSync(0,"utf8").split("\n")){if(!l)continue;const v=JSON.parse(l);for(const c of v.choices)s+=c.text}console.log(s)')
 expect_eq "$stext" "$(echo "$text" | cut -c1-${#stext})" "streamed deltas add up to the non-streamed text"
 expect_contains "$(echo "$out" | tail -2)" "data: [DONE]" "stream ends with [DONE]"
@@ -61,12 +65,58 @@ n2=$(curl "${par[@]}" | grep -c 'data: \[DONE\]')
 expect_eq "$n2" 20 "20 concurrent streams on one HTTP/2 connection"
 
 # the official openai client
-(cd "$LUNAR_SRC/tests/js" && node openai_client.mjs "$U/v1" none stories ${LUNAR_TEST_CHAT:-}) > "$tmp/openai.out" 2>&1
+(cd "$LUNAR_SRC/tests/js" && node openai_client.mjs "$U/v1" none stories chat) > "$tmp/openai.out" 2>&1
 expect_rc 0 "openai npm client: $(tail -1 "$tmp/openai.out")"
 grep FAIL "$tmp/openai.out" >&2
 
-# bad input: each gets its error, the server keeps serving
+# chat: the server's greedy completion equals the offline API's (llm:chat in `lunar run`) for the
+# same messages, both through the chatml built-in; then chat errors, each a 400 in OpenAI's shape
 code() { curl -s -o "$tmp/body" -w '%{http_code}' "$@"; }
+msgs='[{"role":"system","content":"You tell stories."},{"role":"user","content":"Once upon a time there was a cat"},{"role":"assistant","content":"The cat was big."},{"role":"user","content":[{"type":"text","text":"What happened"},{"type":"text","text":"next? 🙂"}]}]'
+cat > "$tmp/chat.lua" <<LUA
+local lunar = require "lunar"
+local json = require "lunar.jinja.json"
+local llm = assert(lunar.LLM { model = "$M", chat_template = "chatml", num_threads = 2 })
+local outs = assert(llm:chat(assert(json.decode(arg[1])), assert(lunar.SamplingParams { temperature = 0, max_tokens = 24 })))
+io.write(outs[1].outputs[1].text, "\n", #outs[1].prompt_token_ids, "\n")
+llm:close()
+LUA
+offline=$("$LUNAR_BIN" run "$tmp/chat.lua" "$msgs"); expect_rc 0 "offline llm:chat"
+out=$(curl -s $U/v1/chat/completions -H 'content-type: application/json' \
+  -d "{\"model\":\"stories\",\"messages\":$msgs,\"max_tokens\":24,\"temperature\":0}")
+online=$(echo "$out" | json 'v.choices[0].message.content + "\n" + v.usage.prompt_tokens')
+expect_eq "$online" "$offline" "greedy chat completion through the server == offline llm:chat for the same messages"
+out=$(curl -s $U/tokenize -H 'content-type: application/json' -d "{\"messages\":$msgs}")
+expect_eq "$(echo "$out" | json 'v.count')" "$(echo "$offline" | tail -1)" "/tokenize of messages counts the chat prompt's tokens"
+tools='[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]},"x":1.0,"y":[1,2.5e3]}}]'
+ids=$(curl -s $U/tokenize -H 'content-type: application/json' \
+  -d "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":$tools,\"chat_template\":\"{{ tools | tojson }}\"}" | json 'JSON.stringify(v.tokens)')
+out=$(curl -s $U/detokenize -H 'content-type: application/json' -d "{\"tokens\":$ids}" | json 'v.prompt')
+expect_eq "$out" '[{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}, "x": 1.0, "y": [1, 2500.0]}}]' \
+  "tools reach the template in the request's key order, 1.0 kept a float (Python json.dumps of the same body)"
+cj() { code $U/v1/chat/completions -H 'content-type: application/json' -d "$1"; }
+expect_eq "$(cj '{"max_tokens":2}')" 400 "chat without messages -> 400"
+expect_contains "$(cat $tmp/body)" '"param":"messages"' "the error names messages"
+expect_eq "$(cj '{"messages":[{"role":7,"content":"x"}],"max_tokens":2}')" 400 "chat with a non-string role -> 400"
+expect_contains "$(cat $tmp/body)" '"type":"BadRequestError"' "in OpenAI's error shape"
+expect_eq "$(cj '{"messages":[{"content":"x"}],"max_tokens":2}')" 400 "chat message without a role -> 400"
+expect_eq "$(cj '{"messages":[{"role":"user","content":{"a":1}}],"max_tokens":2}')" 400 "chat content of the wrong type -> 400"
+expect_eq "$(cj '{"messages":[{"role":"user","content":"x"}],"max_tokens":2,"chat_template":"{% if messages[0].role != \"system\" %}{{ raise_exception(\"a system message must come first\") }}{% endif %}"}')" 400 \
+  "a template that raises -> 400"
+expect_contains "$(cat $tmp/body)" "a system message must come first" "the template's message reaches the client"
+expect_eq "$(cj '{"messages":[{"role":"user","content":"x"}],"max_tokens":2,"chat_template":"{% for x in range(10) %}{% for y in range(10) %}{% for z in range(100000) %}{% endfor %}{% endfor %}{% endfor %}"}')" 400 \
+  "a template that would loop for ever -> 400 (step limit)"
+expect_eq "$(cj '{"messages":[{"role":"user","content":"x"}],"max_tokens":2,"chat_template":"/etc/passwd"}')" 200 \
+  "a request chat_template is source, never a path the server would read"
+expect_eq "$(cj '{"messages":[{"role":"user","content":"x"}],"max_tokens":2,"chat_template":"x{{ messages[0].content.__class__ }}"}')" 200 \
+  "sandbox: a request template reaches no Python-style internals"
+expect_eq "$(cj '{"messages":[{"role":"user","content":"x"},{"role":"assistant","content":"Once"}],"max_tokens":2,"continue_final_message":true,"add_generation_prompt":true}')" 400 \
+  "continue_final_message with an explicit add_generation_prompt -> 400"
+expect_eq "$(cj '{"messages":[{"role":"user","content":"x"},{"role":"assistant","content":"Once"}],"max_tokens":2,"continue_final_message":true}')" 200 \
+  "continue_final_message alone -> 200"
+expect_eq "$(cj "{\"messages\":$msgs,\"max_tokens\":2}")" 200 "the server keeps serving chat after the errors"
+
+# bad input: each gets its error, the server keeps serving
 expect_eq "$(code $U/v1/completions -H 'content-type: application/json' -d '{"prompt":')" 400 "truncated JSON -> 400"
 expect_eq "$(code $U/v1/completions -H 'content-type: application/json' -d '{"prompt":"x","max_tokens":-5}')" 400 "negative max_tokens -> 400"
 expect_contains "$(cat $tmp/body)" '"param":"max_tokens"' "error names max_tokens"
@@ -87,16 +137,19 @@ expect_eq "$(code -X GET $U/v1/completions)" 405 "wrong method -> 405"
 expect_eq "$(code $U/nope)" 404 "unknown route -> 404"
 # a truncated body: the client promises more than it sends and hangs up
 (printf 'POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{"prompt":"x"' ; sleep 0.3) | timeout 2 bash -c "cat > /dev/tcp/127.0.0.1/$PORT_main" 2>/dev/null
-# abrupt disconnects mid-stream: the engine aborts them
-done_n=0
+# abrupt disconnects mid-stream: the engine aborts them. Each client hangs up after its first
+# bytes (head exits, curl dies of SIGPIPE at its next write), so the server surely saw the
+# request, whatever the machine's load; one that still finished first counts as finished.
+metric() { echo "$1" | grep -o "vllm:request_success_total{finished_reason=\"$2\",model_name=\"stories\"} [0-9]*" | awk '{n = $2} END {print n + 0}'; }
+m=$(curl -s $U/metrics); ab0=$(metric "$m" abort); len0=$(metric "$m" length)
 for i in 1 2 3; do
-  timeout 0.3 curl -s -N $U/v1/completions -H 'content-type: application/json' \
-    -d '{"prompt":"x","max_tokens":500,"ignore_eos":true,"stream":true}' > "$tmp/cut$i"
-  grep -q 'data: \[DONE\]' "$tmp/cut$i" && done_n=$((done_n + 1))
+  curl -s -N $U/v1/completions -H 'content-type: application/json' \
+    -d '{"prompt":"x","max_tokens":500,"ignore_eos":true,"stream":true}' | head -c 20 > "$tmp/cut$i"
 done
 sleep 0.5
-m=$(curl -s $U/metrics)
-expect_contains "$m" "vllm:request_success_total{finished_reason=\"abort\",model_name=\"stories\"} $((3 - done_n)).0" "disconnects abort their requests ($((3 - done_n)) cut off)"
+m=$(curl -s $U/metrics); ab=$(( $(metric "$m" abort) - ab0 )); len=$(( $(metric "$m" length) - len0 ))
+expect_eq "$(( ab + len ))" 3 "every cut request ended ($ab aborted, $len finished before the hang-up was seen)"
+expect_eq "$(( ab >= 2 ))" 1 "disconnects abort their requests ($ab of 3)"
 expect_contains "$m" 'vllm:num_requests_running{model_name="stories"} 0.0' "nothing left running"
 expect_contains "$m" 'vllm:time_to_first_token_seconds_bucket{le="+Inf",model_name="stories"}' "TTFT histogram"
 out=$(curl -s $U/v1/completions -H 'content-type: application/json' -d "$body")
@@ -126,7 +179,9 @@ expect_contains "$(cat $tmp/h2load.out)" "2000 succeeded, 0 failed, 0 errored" "
 expect_contains "$(cat $tmp/h2load.out)" "2000 2xx, 0 3xx, 0 4xx, 0 5xx" "h2load: no errors"
 sleep 1.1; curl -s -o /dev/null $U/health   # idle again: the server collects its garbage
 after=$(rss)
-expect_eq "$(( after < before + 8192 ))" 1 "RSS after load ($after KiB) within 8 MiB of before ($before KiB)"
+if [ -z "${LUNAR_SANITIZED:-}" ]; then   # ASan's quarantine holds freed memory on purpose
+  expect_eq "$(( after < before + 8192 ))" 1 "RSS after load ($after KiB) within 8 MiB of before ($before KiB)"
+fi
 
 # SIGTERM: drains and exits 0
 curl -s -N $U/v1/completions -H 'content-type: application/json' -d '{"prompt":"x","max_tokens":60,"ignore_eos":true,"stream":true}' > "$tmp/drain.out" &
@@ -148,6 +203,8 @@ expect_eq "$(curl -sk -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer w
 out=$(curl -sk -w '\n%{http_version}' -H 'Authorization: Bearer sekrit' $T/v1/completions -H 'content-type: application/json' -d "${body/\"model\":\"stories\",/}")
 expect_eq "$(echo "$out" | tail -1)" "2" "HTTPS negotiates h2 by ALPN"
 expect_eq "$(echo "$out" | head -1 | json 'v.choices[0].text')" "$text" "same text over HTTPS"
+tls_id=$(echo "$out" | head -1 | json 'v.id')
+expect_eq "$([ "$tls_id" != "$first_id" ] && echo differ)" differ "response ids differ between server processes ($tls_id)"
 expect_eq "$(curl -sk -o /dev/null -w '%{http_code}' $T/health)" 200 "/health needs no key"
 kill -TERM $PID_tls; wait $PID_tls; expect_rc 0 "TLS server exits 0"
 
@@ -155,4 +212,11 @@ kill -TERM $PID_tls; wait $PID_tls; expect_rc 0 "TLS server exits 0"
 "$LUNAR_BIN" serve "$M" --port 0 --ssl-keyfile "$tmp/key.pem" --ssl-certfile /nonexistent.pem > "$tmp/bad.log" 2>&1
 expect_rc 1 "bad certificate path exits 1"
 expect_contains "$(cat $tmp/bad.log)" "/nonexistent.pem" "the error names the file"
+# so is a chat template that does not compile, or names nothing
+"$LUNAR_BIN" serve "$M" --port 0 --chat-template '{% for m in messages %}{{ m.content }}' > "$tmp/badt.log" 2>&1
+expect_rc 1 "an unclosed for in --chat-template exits 1"
+expect_contains "$(cat $tmp/badt.log)" "--chat-template: inline:1:" "the error names the template position"
+"$LUNAR_BIN" serve "$M" --port 0 --chat-template no-such-template > "$tmp/badt.log" 2>&1
+expect_rc 1 "an unknown --chat-template exits 1"
+expect_contains "$(cat $tmp/badt.log)" "not a built-in name" "the error says what it tried"
 finish

@@ -78,6 +78,7 @@ return {
       kv_cache_memory_bytes = o.kv_cache_memory_bytes, num_threads = o.num_threads,
       tensor_parallel_size = o.tensor_parallel_size, pipeline_parallel_size = o.pipeline_parallel_size,
       data_parallel_size = o.data_parallel_size, chat_template = o.chat_template,
+      chat_template_content_format = o.chat_template_content_format,
     })
     if not llm then fail(err) end
     -- the model's generation_config.json fills what the flags leave unset, as vLLM does

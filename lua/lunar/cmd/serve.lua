@@ -45,16 +45,15 @@ return {
       enable_prefix_caching = o.enable_prefix_caching, enable_chunked_prefill = o.enable_chunked_prefill,
       kv_cache_memory_bytes = o.kv_cache_memory_bytes, num_threads = o.num_threads,
       tensor_parallel_size = o.tensor_parallel_size, pipeline_parallel_size = o.pipeline_parallel_size,
-      data_parallel_size = o.data_parallel_size, chat_template = o.chat_template, stats_interval = 5,
+      data_parallel_size = o.data_parallel_size, chat_template = o.chat_template,
+      chat_template_content_format = o.chat_template_content_format, stats_interval = 5,
     })
     if not llm then fail(err) end
-    if o.chat_template then
-      local ok, template = pcall(require, "lunar.template")
-      if ok and template.resolve then
-        local src, terr = template.resolve({ chat_template = o.chat_template, model_dir = model })
-        if not src then fail("--chat-template: " .. tostring(terr)) end
-      end
-    end
+    -- the chat template is resolved and compiled now: a bad --chat-template stops the start; a
+    -- model without one still serves completions, and chat requests get a 400 saying why (vLLM)
+    local tpl, terr = require("lunar.template").for_llm(llm, "default")
+    if not tpl and o.chat_template then llm:close() fail("--chat-template: " .. tostring(terr)) end
+    if not tpl then io.stderr:write("WARNING lunar serve: " .. tostring(terr) .. "\n") end
     local names = o.served_model_name or { model }
     local server = require "lunar.server"
     local srv, serr = server.new(llm, {

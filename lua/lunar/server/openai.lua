@@ -18,7 +18,12 @@ local function bad(msg, param, status, etype)
   return http.error(status or 400, msg, etype or "BadRequestError", param)
 end
 
+-- n random hex digits for response ids, from the kernel's generator: ids must differ across
+-- server restarts too (an unseeded math.random repeats the same ids in every process)
+local urandom = io.open("/dev/urandom", "rb")
 local function rand_hex(n)
+  local bytes = urandom and urandom:read(math.ceil(n / 2))
+  if bytes then return (bytes:gsub(".", function(c) return string.format("%02x", c:byte()) end)):sub(1, n) end
   local t = {}
   for i = 1, n do t[i] = string.format("%x", math.random(0, 15)) end
   return table.concat(t)
@@ -189,30 +194,66 @@ local function completion_prompts(srv, body)
 end
 
 -- Messages of /v1/chat/completions, checked and normalised (text parts joined as vLLM does).
-local function chat_messages(body)
+-- The chat fields as the template sees them, or nil and a 400. The shape is checked here; the
+-- content goes to lunar.template as vLLM's parse_chat_messages takes it (text parts joined, or
+-- kept as parts for templates that loop over them). The body is read again with
+-- lunar.jinja.json, which keeps object key order and 1 vs 1.0 as Python's json does, so tools
+-- and tool-call arguments reach tojson exactly as vLLM hands them to the template.
+local function chat_messages(req, body)
   local msgs = body.messages
-  if type(msgs) ~= "table" or #msgs == 0 then return nil, bad("messages must be a non-empty list", "messages") end
+  if type(msgs) ~= "table" or #msgs == 0 or msgs[1] == nil then
+    return nil, bad("messages must be a non-empty list", "messages")
+  end
   for i, m in ipairs(msgs) do
     if type(m) ~= "table" or type(m.role) ~= "string" then
       return nil, bad("messages[" .. (i - 1) .. "] needs a string role", "messages")
     end
     local c = m.content
     if type(c) == "table" then
-      local parts = {}
       for j, part in ipairs(c) do
         if type(part) ~= "table" or part.type ~= "text" or type(part.text) ~= "string" then
           return nil, bad(string.format("messages[%d].content[%d]: only {\"type\": \"text\", \"text\": ...} parts are supported",
             i - 1, j - 1), "messages")
         end
-        parts[#parts + 1] = part.text
       end
-      m.content = table.concat(parts, "\n")
     elseif c ~= nil and c ~= null and type(c) ~= "string" then
       return nil, bad("messages[" .. (i - 1) .. "].content must be a string or a list of parts", "messages")
     end
-    if c == null then m.content = nil end
   end
-  return msgs
+  for _, k in ipairs { "tools", "documents" } do
+    if body[k] ~= nil and body[k] ~= null and (type(body[k]) ~= "table" or (next(body[k]) ~= nil and #body[k] == 0)) then
+      return nil, bad(k .. " must be a list", k)
+    end
+  end
+  local ordered, jerr = require("lunar.jinja.json").decode(req:body())
+  if ordered == nil then return nil, bad("the request body is not valid JSON: " .. tostring(jerr)) end
+  local V = require "lunar.jinja.value"
+  local function field(k)
+    local v = V.dget(ordered, k)
+    if v == nil or v == V.NONE then return nil end
+    return v
+  end
+  return { messages = field("messages"), tools = field("tools"), documents = field("documents"),
+    chat_template_kwargs = field("chat_template_kwargs") }
+end
+
+-- the prompt text of a chat request, or nil and a 400
+local function chat_prompt(srv, req, body)
+  local c, err = chat_messages(req, body)
+  if not c then return nil, err end
+  for _, k in ipairs { "add_generation_prompt", "continue_final_message" } do -- /tokenize is not validated
+    if body[k] == null then body[k] = nil end
+    if body[k] ~= nil and type(body[k]) ~= "boolean" then return nil, bad(k .. " must be a boolean", k) end
+  end
+  local text, terr = require("lunar.template").apply(srv.llm, c.messages, {
+    -- absent add_generation_prompt means true, and only an explicit true conflicts with
+    -- continue_final_message (vLLM's check_generation_prompt reads the raw request)
+    chat_template = body.chat_template, add_generation_prompt = body.add_generation_prompt,
+    continue_final_message = body.continue_final_message, tools = c.tools, documents = c.documents,
+    chat_template_kwargs = c.chat_template_kwargs,
+  })
+  if not text then return nil, bad("chat template: " .. tostring(terr), "messages") end
+  return text
 end
 
 -- ---- logprobs in the two OpenAI shapes ----------------------------------------------------
@@ -439,16 +480,8 @@ function M.chat(srv, req)
   if #unknown > 0 then srv:warn_unknown(req, unknown) end
   local name, nerr = model_name(srv, body)
   if not name then return req:fail(nerr) end
-  local msgs, merr = chat_messages(body)
-  if not msgs then return req:fail(merr) end
-  local ok, template = pcall(require, "lunar.template")
-  if not ok then return req:fail(http.error(500, "chat templates are not available in this build", "InternalServerError")) end
-  local text, terr = template.apply(srv.llm, msgs, {
-    chat_template = body.chat_template, add_generation_prompt = body.add_generation_prompt ~= false,
-    continue_final_message = body.continue_final_message, tools = body.tools,
-    chat_template_kwargs = body.chat_template_kwargs, documents = body.documents,
-  })
-  if not text then return req:fail(bad("chat template: " .. tostring(terr), "messages")) end
+  local text, terr = chat_prompt(srv, req, body)
+  if not text then return req:fail(terr) end
   local ids, tkerr = srv.llm.tokenizer:encode(text, { add_special_tokens = body.add_special_tokens == true })
   if not ids then return req:fail(bad(tkerr, "messages")) end
   local sp, serr = sampling_fields(srv, body, "chat")
@@ -473,13 +506,9 @@ function M.tokenize(srv, req)
   if not body then return req:fail(e) end
   local text
   if body.messages ~= nil then
-    local msgs, merr = chat_messages(body)
-    if not msgs then return req:fail(merr) end
-    local template = require "lunar.template"
     local terr
-    text, terr = template.apply(srv.llm, msgs, { add_generation_prompt = body.add_generation_prompt ~= false,
-      chat_template = body.chat_template, continue_final_message = body.continue_final_message })
-    if not text then return req:fail(bad("chat template: " .. tostring(terr), "messages")) end
+    text, terr = chat_prompt(srv, req, body)
+    if not text then return req:fail(terr) end
   elseif type(body.prompt) == "string" then
     text = body.prompt
   else
