@@ -65,12 +65,23 @@ function M.LLM(opts)
     end
   end
   local device = opts.device or "auto"
-  if device == "cuda" then return nil, "LLM: the CUDA backend is not available in this build yet; use device = 'cpu'" end
+  local gpus = tonumber(C.lunar_device_count())
+  if device == "auto" then device = gpus > 0 and "cuda" or "cpu" end
+  if device == "cuda" and gpus < 1 then
+    return nil, "LLM: device 'cuda' asked for, but no CUDA GPU is visible to this build; use device = 'cpu'"
+  end
 
   local model_mod, tok_mod, runner_mod = require "lunar.model", require "lunar.tokenizer", require "lunar.runner"
-  local self = setmetatable({ opts = opts }, LLM)
+  local self = setmetatable({ opts = opts, device = device }, LLM)
   local dtype = opts.dtype or "auto"
   if dtype == "half" then dtype = "float16" elseif dtype == "float" then dtype = "float32" end
+  if dtype == "auto" and device == "cuda" then
+    -- vLLM's rule: a float32 checkpoint runs in bfloat16 on a GPU unless --dtype says otherwise
+    local cm, cerr = model_mod.load(opts.model, { load_format = opts.load_format, config_only = true })
+    if not cm then return nil, cerr end
+    dtype = model_mod.resolve_dtype("auto", cm.cconfig, "cuda")
+    cm:free()
+  end
   local m, err = model_mod.load(opts.model, { dtype = dtype, load_format = opts.load_format, seed = opts.seed })
   if not m then return nil, err end
   self.model = m
@@ -94,7 +105,7 @@ function M.LLM(opts)
   local r, rerr = runner_mod.new(m, {
     block_size = block_size, max_model_len = max_len, max_num_seqs = max_seqs,
     max_num_batched_tokens = max_batched, kv_cache_memory_bytes = opts.kv_cache_memory_bytes,
-    num_threads = opts.num_threads,
+    num_threads = opts.num_threads, backend = device, gpu_memory_utilization = opts.gpu_memory_utilization,
   })
   if not r then return nil, rerr end
   self.runner = r

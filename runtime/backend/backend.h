@@ -123,5 +123,9 @@ struct lunar_backend {
  * lunar_backend_cuda_create under LUNAR_HAVE_CUDA). Free with be->free(be). */
 int lunar_backend_create(const char *name, const lunar_backend_params_t *p, lunar_backend_t **out);
 int lunar_backend_cpu_create(const lunar_backend_params_t *p, lunar_backend_t **out);
+#ifdef LUNAR_HAVE_CUDA
+/* The CUDA backend (runtime/cuda/backend.c): activations and KV in the model's dtype. */
+int lunar_backend_cuda_create(const lunar_backend_params_t *p, lunar_backend_t **out);
+#endif
 
 #endif

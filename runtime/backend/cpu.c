@@ -156,5 +156,10 @@ int lunar_backend_create(const char *name, const lunar_backend_params_t *p, luna
 {
     *out = NULL;
     if (!name || !strcmp(name, "cpu")) return lunar_backend_cpu_create(p, out);
+#ifdef LUNAR_HAVE_CUDA
+    if (!strcmp(name, "cuda")) return lunar_backend_cuda_create(p, out);
+    return lunar_error(LUNAR_EUNSUPPORTED, "backend \"%s\" is not available (cpu and cuda are)", name);
+#else
     return lunar_error(LUNAR_EUNSUPPORTED, "backend \"%s\" is not available in this build (cpu is)", name);
+#endif
 }

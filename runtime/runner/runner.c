@@ -33,6 +33,8 @@ struct lunar_runner {
     lunar_backend_t *be;
 
     layer_vecs_t *lv;
+    int num_layers;                 /* lv's length, kept here: free() must not read the model,
+                                     * which a Lua state closing may have freed first */
     float *final_norm;
     float *inv_freq, attn_factor;   /* [rot/2], host */
     int rot;
@@ -59,9 +61,10 @@ void lunar_runner_options_default(lunar_runner_options_t *o)
 
 uint64_t lunar_runner_kv_bytes_per_token(const lunar_model_t *m, const char *backend)
 {
-    (void)backend;
+    /* the CPU backend keeps f32; the CUDA backend the model's dtype (cuda/backend.c) */
     const lunar_model_config_t *c = lunar_model_config(m);
-    return 2ull * c->num_layers * c->num_kv_heads * c->head_dim * sizeof(float);
+    size_t esz = backend && !strcmp(backend, "cuda") ? lunar_dtype_size(lunar_model_dtype(m)) : sizeof(float);
+    return 2ull * c->num_layers * c->num_kv_heads * c->head_dim * esz;
 }
 
 /* A small weight vector as f32 in backend memory. */
@@ -139,6 +142,7 @@ int lunar_runner_create(const lunar_model_t *m, const lunar_runner_options_t *op
 
     int err = 0;
     r->lv = xcalloc((size_t)L, sizeof *r->lv, &err);
+    r->num_layers = L;
     for (int l = 0; l < L && !err; l++) {
         const lunar_layer_weights_t *lw = &w->layers[l];
         layer_vecs_t *v = &r->lv[l];
@@ -191,7 +195,7 @@ void lunar_runner_free(lunar_runner_t *r)
     if (!r) return;
     lunar_backend_t *be = r->be;
     if (r->lv) {
-        for (int l = 0; l < r->c->num_layers; l++) {
+        for (int l = 0; l < r->num_layers; l++) {
             layer_vecs_t *v = &r->lv[l];
             float *vecs[] = {v->attn_norm, v->ffn_norm, v->q_norm, v->k_norm, v->bq, v->bk, v->bv, v->bo};
             for (size_t i = 0; i < sizeof vecs / sizeof *vecs; i++) bfree(be, vecs[i]);

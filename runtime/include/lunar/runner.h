@@ -41,7 +41,8 @@ void lunar_runner_free(lunar_runner_t *r);
  * b->logits_indices. Invalid ids, slots or block tables are LUNAR_ERANGE naming the token. */
 int lunar_runner_forward(lunar_runner_t *r, const lunar_batch_t *b, float *logits);
 
-/* Bytes of KV cache one token takes on `backend` ("cpu": f32 K and V for every layer). */
+/* Bytes of KV cache one token takes on `backend` ("cpu": f32 K and V for every layer;
+ * "cuda": the model's dtype). */
 uint64_t lunar_runner_kv_bytes_per_token(const lunar_model_t *m, const char *backend);
 /* The engine's view of this runner. */
 void lunar_runner_forward_iface(lunar_runner_t *r, lunar_forward_iface_t *out);
