@@ -381,7 +381,7 @@ function M.apply(llm, messages, o)
   local tpl, err
   if o.chat_template ~= nil then
     if type(o.chat_template) ~= "string" then return nil, "chat_template must be a string" end
-    tpl, err = M.compile(o.chat_template, "request chat_template")
+    tpl, err = M.compile(o.chat_template, "chat_template")
   else
     tpl, err = M.for_llm(llm, tools and "tool_use" or "default")
   end

@@ -25,7 +25,8 @@
  * memory); a device backend copies token_ids, positions, slot_mapping, query_start, seq_lens,
  * block_tables and logits_indices to the device there, and ops receive `b` afterwards only as
  * the handle of that step's metadata (they read the device copies). end_step() waits for the
- * step's ops and returns 0 or the first error.
+ * step's ops and returns 0 or the first error. The runner has checked every index in `b`
+ * (token ids, positions, slots, block tables, logits rows) before begin_step, so ops trust them.
  *
  * KV CACHE. Per layer one K and one V buffer, each [num_blocks][block_size][num_kv_heads]
  * [head_dim] elements of kv_dtype (CPU: F32). Token t's K and V rows go to slot

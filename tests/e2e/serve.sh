@@ -44,10 +44,12 @@ expect_eq "$(echo "$out" | head -1 | json 'v.choices[0].text')" "$text" "same te
 out=$(curl -s --http2 -w '\n%{http_version}' $U/v1/completions -H 'content-type: application/json' -d "$body")
 expect_eq "$(echo "$out" | tail -1)" "2" "HTTP/2 by Upgrade: h2c"
 
-# streaming: a chunk per token, a usage chunk, [DONE]
+# streaming: token chunks, a usage chunk, [DONE]. Tokens the engine made while the event loop
+# was busy arrive together in one chunk (as vLLM's output processor merges them), so under load
+# 6 tokens may come in fewer than 6 chunks: count at least one
 out=$(curl -s -N $U/v1/completions -H 'content-type: application/json' \
   -d '{"prompt":"Once upon a time","max_tokens":6,"temperature":0,"stream":true,"stream_options":{"include_usage":true}}')
-expect_eq "$(( $(echo "$out" | grep -c '^data: ') >= 4 ))" 1 "token chunks + usage + [DONE]"
+expect_eq "$(( $(echo "$out" | grep -c '^data: {"') >= 2 ))" 1 "token chunk(s) + usage + [DONE]"
 stext=$(echo "$out" | grep '^data: {' | sed 's/^data: //' | node -e 'let s="";for(const l of require("fs").readFileSync(0,"utf8").split("\n")){if(!l)continue;const v=JSON.parse(l);for(const c of v.choices)s+=c.text}console.log(s)')
 expect_eq "$stext" "$(echo "$text" | cut -c1-${#stext})" "streamed deltas add up to the non-streamed text"
 expect_contains "$(echo "$out" | tail -2)" "data: [DONE]" "stream ends with [DONE]"
@@ -135,16 +137,19 @@ expect_eq "$(code -X GET $U/v1/completions)" 405 "wrong method -> 405"
 expect_eq "$(code $U/nope)" 404 "unknown route -> 404"
 # a truncated body: the client promises more than it sends and hangs up
 (printf 'POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{"prompt":"x"' ; sleep 0.3) | timeout 2 bash -c "cat > /dev/tcp/127.0.0.1/$PORT_main" 2>/dev/null
-# abrupt disconnects mid-stream: the engine aborts them
-done_n=0
+# abrupt disconnects mid-stream: the engine aborts them. Each client hangs up after its first
+# bytes (head exits, curl dies of SIGPIPE at its next write), so the server surely saw the
+# request, whatever the machine's load; one that still finished first counts as finished.
+metric() { echo "$1" | grep -o "vllm:request_success_total{finished_reason=\"$2\",model_name=\"stories\"} [0-9]*" | awk '{n = $2} END {print n + 0}'; }
+m=$(curl -s $U/metrics); ab0=$(metric "$m" abort); len0=$(metric "$m" length)
 for i in 1 2 3; do
-  timeout 0.3 curl -s -N $U/v1/completions -H 'content-type: application/json' \
-    -d '{"prompt":"x","max_tokens":500,"ignore_eos":true,"stream":true}' > "$tmp/cut$i"
-  grep -q 'data: \[DONE\]' "$tmp/cut$i" && done_n=$((done_n + 1))
+  curl -s -N $U/v1/completions -H 'content-type: application/json' \
+    -d '{"prompt":"x","max_tokens":500,"ignore_eos":true,"stream":true}' | head -c 20 > "$tmp/cut$i"
 done
 sleep 0.5
-m=$(curl -s $U/metrics)
-expect_contains "$m" "vllm:request_success_total{finished_reason=\"abort\",model_name=\"stories\"} $((3 - done_n)).0" "disconnects abort their requests ($((3 - done_n)) cut off)"
+m=$(curl -s $U/metrics); ab=$(( $(metric "$m" abort) - ab0 )); len=$(( $(metric "$m" length) - len0 ))
+expect_eq "$(( ab + len ))" 3 "every cut request ended ($ab aborted, $len finished before the hang-up was seen)"
+expect_eq "$(( ab >= 2 ))" 1 "disconnects abort their requests ($ab of 3)"
 expect_contains "$m" 'vllm:num_requests_running{model_name="stories"} 0.0' "nothing left running"
 expect_contains "$m" 'vllm:time_to_first_token_seconds_bucket{le="+Inf",model_name="stories"}' "TTFT histogram"
 out=$(curl -s $U/v1/completions -H 'content-type: application/json' -d "$body")
@@ -207,4 +212,11 @@ kill -TERM $PID_tls; wait $PID_tls; expect_rc 0 "TLS server exits 0"
 "$LUNAR_BIN" serve "$M" --port 0 --ssl-keyfile "$tmp/key.pem" --ssl-certfile /nonexistent.pem > "$tmp/bad.log" 2>&1
 expect_rc 1 "bad certificate path exits 1"
 expect_contains "$(cat $tmp/bad.log)" "/nonexistent.pem" "the error names the file"
+# so is a chat template that does not compile, or names nothing
+"$LUNAR_BIN" serve "$M" --port 0 --chat-template '{% for m in messages %}{{ m.content }}' > "$tmp/badt.log" 2>&1
+expect_rc 1 "an unclosed for in --chat-template exits 1"
+expect_contains "$(cat $tmp/badt.log)" "--chat-template: inline:1:" "the error names the template position"
+"$LUNAR_BIN" serve "$M" --port 0 --chat-template no-such-template > "$tmp/badt.log" 2>&1
+expect_rc 1 "an unknown --chat-template exits 1"
+expect_contains "$(cat $tmp/badt.log)" "not a built-in name" "the error says what it tried"
 finish

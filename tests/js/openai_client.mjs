@@ -41,8 +41,10 @@ async function main() {
     if (ch.usage) usage = ch.usage;
     for (const choice of ch.choices) { text += choice.text; if (choice.finish_reason) finish = choice.finish_reason; }
   }
-  // one chunk per engine event; tokens produced between two polls of the event loop share one
-  check(chunks >= 3, "streamed in several chunks", chunks);
+  // one chunk per engine event; tokens the engine produced while the event loop was busy share
+  // one (as vLLM merges deltas its consumer has not taken yet), so on a loaded machine 12 tokens
+  // may come in as little as one token chunk plus the usage chunk
+  check(chunks >= 2, "streamed: token chunks and a usage chunk", chunks);
   check(text === c.choices[0].text.slice(0, text.length) && text.length > 0, "streamed text equals the prefix of the non-streamed", text);
   check(usage && usage.completion_tokens === 12, "usage chunk when asked", usage);
   check(finish === "length", "stream finish_reason", finish);

@@ -20,7 +20,7 @@ return {
     .. "[--add-generation-prompt] [--continue-final-message] [--tools FILE.json] [--vars FILE.json] [--tokens]",
   flags = {
     { name = "--model", type = "string", help = "model folder: its own template, else a built-in by model_type" },
-    { name = "--template", type = "string", help = "template file or inline Jinja (as --chat-template)" },
+    { name = "--template", type = "string", help = "template file, inline Jinja or built-in name (as --chat-template)" },
     { name = "--chat-template", type = "string", help = "same as --template" },
     { name = "--messages", type = "string", help = "JSON list of {role, content, ...} ('-' = stdin)" },
     { name = "--add-generation-prompt", type = "bool", default = false, help = "open the assistant's turn" },

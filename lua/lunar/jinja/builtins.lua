@@ -261,6 +261,11 @@ M.methods = {
       if not i then return -1 end
       return V.ulen(s:sub(1, i - 1))
     end,
+    index = function(s, a)
+      local i = s:find(a[1], 1, true)
+      if not i then raise("substring not found", "ValueError") end
+      return V.ulen(s:sub(1, i - 1))
+    end,
     count = function(s, a)
       local _, n = s:gsub(a[1]:gsub("%W", "%%%0"), "")
       return n
@@ -526,11 +531,25 @@ end
 filters.sort = function(R, v, a, kw)
   local reverse = truthy(arg(a, kw, 1, "reverse", false))
   local case_sensitive = truthy(arg(a, kw, 2, "case_sensitive", false))
-  local get = attr_getter(R, arg(a, kw, 3, "attribute"))
+  local attribute = arg(a, kw, 3, "attribute")
+  -- "a,b" sorts by a then b (Jinja2's make_multi_attrgetter)
+  local gets = {}
+  if type(attribute) == "string" then
+    for part in attribute:gmatch("[^,]+") do gets[#gets + 1] = attr_getter(R, part) end
+  end
+  if #gets == 0 then gets[1] = attr_getter(R, attribute) end
   local key = sort_key(case_sensitive)
+  local function lt(x, y)
+    for _, get in ipairs(gets) do
+      local kx, ky = key(get(x)), key(get(y))
+      if V.lt(kx, ky) then return true end
+      if V.lt(ky, kx) then return false end
+    end
+    return false
+  end
   local sorted = stable_sort(seq_of(v), function(x, y)
-    if reverse then return V.lt(key(get(y)), key(get(x))) end
-    return V.lt(key(get(x)), key(get(y)))
+    if reverse then return lt(y, x) end
+    return lt(x, y)
   end)
   return V.list(sorted)
 end
@@ -593,7 +612,8 @@ filters.round = function(_, v, a, kw)
   local r
   if method == "common" then
     if not isf then return n end
-    r = M.round_half_even(n, math.max(precision, 0))
+    if precision < 0 then r = M.round_half_even(n * p, 0) / p -- round(1234.5, -2) = 1200.0
+    else r = M.round_half_even(n, precision) end
   elseif method == "ceil" then r = math.ceil(n * p) / p
   elseif method == "floor" then r = math.floor(n * p) / p
   else raise("method must be common, ceil or floor", "FilterArgumentError") end
@@ -740,7 +760,13 @@ filters.map = function(R, v, a, kw)
   for i, x in ipairs(seq_of(v)) do out[i] = f(R, x, fargs, kw) end
   return out
 end
-filters.attr = function(R, v, a) return jinja().getattr(R, v, a[1]) end
+-- attr is attribute lookup only (Python's getattr): a dict's keys are not its attributes
+filters.attr = function(R, v, a)
+  if V.is_map(v) and not M.methods.dict[a[1]] then
+    return V.undefined("'dict object' has no attribute '" .. V.str(a[1]) .. "'")
+  end
+  return jinja().getattr(R, v, a[1])
+end
 filters.pprint = function(_, v) return V.repr(v) end
 filters.truncate = function(_, v, a, kw)
   local s = str(v)

@@ -133,8 +133,10 @@ function M.float_repr(x)
   return fmt("%s%se%s%02d", sign, mant, e < 0 and "-" or "+", math.abs(e))
 end
 
+-- ints print in full, as Python's do (past 2^53 a double holds them only approximately)
 local function int_str(x)
   if x == floor(x) and x > -2^63 and x < 2^63 then return fmt("%d", x) end
+  if x == floor(x) and x - x == 0 then return fmt("%.0f", x) end
   return M.float_repr(x)
 end
 M.int_str = int_str
