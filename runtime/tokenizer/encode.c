@@ -865,7 +865,7 @@ static int encode_ctx(const lunar_tokenizer_t *t, tk_ctx *c, const char *text, s
     if (rc) return rc;
     *ids = malloc((c->ids.n ? c->ids.n : 1) * sizeof **ids);
     if (!*ids) return lunar_error(LUNAR_ENOMEM, "tokenizer: out of memory");
-    memcpy(*ids, c->ids.p, c->ids.n * sizeof **ids);
+    if (c->ids.n) memcpy(*ids, c->ids.p, c->ids.n * sizeof **ids); /* p is NULL while empty */
     *n = c->ids.n;
     return 0;
 }
