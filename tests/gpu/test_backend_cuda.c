@@ -28,6 +28,7 @@
 #include <cjson/cJSON.h>
 
 #include "check.h"
+#include "fixture.h"
 #include "lunar.h"
 #include "lunar/runner.h"
 #include "backend/backend.h"
@@ -36,40 +37,7 @@
 #define NBLOCKS 64
 #define MAXT 512
 
-static char path[1024];
-
-static const char *fixture(const char *rel)
-{
-    const char *src = getenv("LUNAR_SRC");
-    snprintf(path, sizeof path, "%s/tests/fixtures/runner/%s", src ? src : ".", rel);
-    return path;
-}
-
-static cJSON *read_json(const char *file)
-{
-    FILE *f = fopen(file, "rb");
-    CHECK_MSG(f != NULL, "cannot open %s", file);
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    size_t got = fread(buf, 1, (size_t)n, f);
-    buf[got] = 0;
-    fclose(f);
-    cJSON *j = cJSON_Parse(buf);
-    free(buf);
-    CHECK_MSG(j != NULL, "%s: bad JSON", file);
-    return j;
-}
-
-static int int_array(const cJSON *a, int32_t *out, int cap)
-{
-    int n = 0;
-    const cJSON *e;
-    cJSON_ArrayForEach(e, a) if (n < cap) out[n++] = (int32_t)e->valuedouble;
-    return n;
-}
+static const char *fixture(const char *rel) { return fixture_path("runner", rel); }
 
 static lunar_runner_t *make_runner(lunar_model_t *m, const char *backend)
 {
