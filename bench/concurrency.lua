@@ -1,25 +1,28 @@
 -- bench/concurrency.lua — aggregate generation throughput of the engine at 1..64 concurrent
--- requests (closed loop: a finished request is replaced at once), on the CPU backend.
+-- requests (closed loop: a finished request is replaced at once) on the CPU backend.
 --
---   build/lunar run bench/concurrency.lua [--model DIR | --fake] [--levels 1,2,4,...]
---       [--prompt N] [--gen N] [--seconds S] [--threads N]
+--   build/lunar run bench/concurrency.lua [--model DIR] [--load-format dummy|auto] [--fake]
+--       [--levels 1,2,4,...] [--prompt N] [--gen N] [--seconds S] [--threads N]
 --
+-- Default model: bench/models/llama-100m (config.json only: a Llama of ~110M parameters,
+-- hidden 768, 12 layers, MLP 2048, vocab 32000) with dummy weights, f32, through the CPU runner.
 -- Continuous batching should make the aggregate grow with concurrency: one step computes
 -- every running sequence's token with one pass over the weights, so until the CPU runs out of
--- arithmetic the step costs little more at 32 sequences than at 1. --fake drives the engine with
--- its deterministic fake model (engine overhead only, no weights).
+-- arithmetic a step costs little more at 32 sequences than at 1. --fake drives the engine with
+-- its deterministic fake model instead (engine overhead only, no weights).
 local engine = require "lunar.engine"
 local sampling = require "lunar.sampling"
 local lffi = require "lunar.ffi"
 local ffi, C = lffi.ffi, lffi.C
 
-local opts = { levels = "1,2,4,8,16,32,64", prompt = 64, gen = 64, seconds = 6, threads = 0 }
+local opts = { levels = "1,2,4,8,16,32,64", prompt = 64, gen = 64, seconds = 10, threads = 0,
+  model = "bench/models/llama-100m", load_format = "dummy" }
 local i = 1
 while i <= #arg do
   local a = arg[i]
   if a == "--fake" then opts.fake = true
   elseif a:match("^%-%-") then
-    opts[a:sub(3):gsub("-", "_")] = arg[i + 1]
+    opts[(a:sub(3):gsub("-", "_"))] = arg[i + 1]
     i = i + 1
   end
   i = i + 1
@@ -33,32 +36,53 @@ local function sh(cmd)
   return s or ""
 end
 
--- The forward: the CPU runner over a model folder (dummy weights when --load-format dummy
--- applies), or the fake model. Returns iface, vocab, eos, what, keepalive.
-local function make_forward(num_blocks, block_size)
-  if opts.fake or not opts.model then
-    local fwd, model = engine.fake_model(32000, num_blocks, block_size, -1, 1)
-    return fwd, 32000, -1, "fake model (engine only)", model
+-- The forward: the CPU runner over the model (dummy weights by default), or the fake model.
+-- Returns iface, vocab, num_blocks, what, keepalive.
+local function make_forward(max_seqs, max_len)
+  if opts.fake then
+    local blocks = max_seqs * math.ceil(max_len / 16) + 16
+    local fwd, model = engine.fake_model(32000, blocks, 16, -1, 1)
+    return fwd, 32000, blocks, "fake model (engine only)", model
   end
-  local runner = require "lunar.runner"
-  local r, err = runner.open(opts.model, { num_blocks = num_blocks, block_size = block_size,
-    threads = tonumber(opts.threads), load_format = opts.load_format or "auto" })
-  if not r then error("bench: " .. tostring(err), 0) end
-  return r:forward_iface(), r.vocab_size, -1, r.describe, r
+  local model_mod, runner_mod = require "lunar.model", require "lunar.runner"
+  local m, err = model_mod.load(opts.model, { load_format = opts.load_format, dtype = "float32", seed = 1 })
+  if not m then error("bench: " .. tostring(err), 0) end
+  local r, rerr = runner_mod.new(m, { block_size = 16, max_model_len = max_len, max_num_seqs = max_seqs,
+    max_num_batched_tokens = 2048, num_threads = tonumber(opts.threads) })
+  if not r then error("bench: " .. tostring(rerr), 0) end
+  local params = 0
+  for t = 0, tonumber(C.lunar_model_tensor_count(m.handle)) - 1 do
+    local tt = C.lunar_model_tensor(m.handle, t)
+    local n = 1
+    for d = 0, tt.ndim - 1 do n = n * tonumber(tt.shape[d]) end
+    params = params + n
+  end
+  local what = string.format("CPU runner, %s (%s weights, %.0fM params, f32)", opts.model, opts.load_format, params / 1e6)
+  return r.iface, m.config.vocab_size, r.num_blocks, what, { m, r }
 end
 
 local levels = {}
 for l in opts.levels:gmatch("%d+") do levels[#levels + 1] = tonumber(l) end
 local maxc = levels[#levels]
 local block_size = 16
-local per_seq = math.ceil((opts.prompt + opts.gen) / block_size)
-local num_blocks = per_seq * maxc + 16
-local fwd, vocab, _, what, keep = make_forward(num_blocks, block_size)
+local fwd, vocab, num_blocks, what, keep = make_forward(maxc, opts.prompt + opts.gen)
 
-print(string.format("# bench/concurrency: %s; prompt %d, gen %d tokens, greedy; machine %s (%s cores); commit %s",
-  what, opts.prompt, opts.gen, sh("uname -m"), sh("nproc"), sh("git rev-parse --short HEAD")))
-print(string.format("%-11s %9s %11s %9s %14s %14s %9s", "concurrency", "requests", "gen tokens",
-  "seconds", "aggregate t/s", "per-req t/s", "tok/step"))
+print(string.format("# bench/concurrency: %s; prompt %d, gen %d tokens, greedy, closed loop; "
+  .. "machine %s, %s cores (%s), load avg %s; commit %s", what, opts.prompt, opts.gen, sh("uname -m"),
+  sh("nproc"), sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'"),
+  sh("cut -d' ' -f1 /proc/loadavg"), sh("git rev-parse --short HEAD")))
+print(string.format("%-11s %8s %10s %8s %14s %12s %9s %8s %11s %6s", "concurrency", "finished",
+  "gen tokens", "seconds", "aggregate t/s", "per-req t/s", "tok/step", "cpu-s", "gen t/cpu-s", "load"))
+
+-- CPU seconds of this process: a figure other processes on a busy machine disturb less than
+-- wall time does (gen t/cpu-s x cores = the aggregate an idle machine would reach, roughly).
+pcall(ffi.cdef, "typedef struct { long tv_sec; long tv_nsec; } lunar_bench_ts_t;"
+  .. "int clock_gettime(int clk, lunar_bench_ts_t *ts);")
+local function cpu_seconds()
+  local ts = ffi.new("lunar_bench_ts_t")
+  ffi.C.clock_gettime(2, ts) -- CLOCK_PROCESS_CPUTIME_ID
+  return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
+end
 
 local sp = assert(sampling.SamplingParams({ temperature = 0, max_tokens = opts.gen, ignore_eos = true }))
 local base = {}
@@ -81,7 +105,7 @@ for _, c in ipairs(levels) do
   for _ = 1, c do submit() end
   -- warm up: until the first wave has produced its first tokens
   local t0, gen0, steps0, tokens = nil, 0, 0, 0
-  local finished, steps = 0, 0
+  local finished, steps, fin0, cpu0 = 0, 0, 0, 0
   local st0
   while true do
     assert(e:step())
@@ -94,19 +118,20 @@ for _, c in ipairs(levels) do
       end
     end
     if not t0 and tokens >= c then
-      t0, gen0, steps0 = C.lunar_engine_now(), tokens, steps
+      t0, gen0, steps0, fin0, cpu0 = C.lunar_engine_now(), tokens, steps, finished, cpu_seconds()
       st0 = e:stats()
     end
-    if t0 and C.lunar_engine_now() - t0 >= opts.seconds and finished >= c then break end
+    if t0 and C.lunar_engine_now() - t0 >= opts.seconds and steps - steps0 >= 3 then break end
   end
-  local dt = C.lunar_engine_now() - t0
+  local dt, cpu = C.lunar_engine_now() - t0, cpu_seconds() - cpu0
   local st = e:stats()
   local gen = tokens - gen0
   local decode_steps = steps - steps0
   local fwd_tokens = tonumber(st.forward_tokens_total - st0.forward_tokens_total)
   results[#results + 1] = { c = c, tps = gen / dt }
-  print(string.format("%-11d %9d %11d %9.2f %14.1f %14.2f %9.1f", c, finished, gen, dt, gen / dt,
-    gen / dt / c, fwd_tokens / math.max(decode_steps, 1)))
+  print(string.format("%-11d %8d %10d %8.2f %14.1f %12.2f %9.1f %8.2f %11.1f %6s", c, finished - fin0, gen,
+    dt, gen / dt, gen / dt / c, fwd_tokens / math.max(decode_steps, 1), cpu, gen / cpu,
+    sh("cut -d' ' -f1 /proc/loadavg")))
   io.stdout:flush()
   e:close()
 end

@@ -34,7 +34,9 @@ M.engine_flags = {
   { name = "--enforce-eager", type = "bool", default = false, help = "no CUDA graphs" },
   { name = "--enable-prefix-caching", type = "bool", default = true, help = "reuse cached KV blocks of shared prefixes" },
   { name = "--enable-chunked-prefill", type = "bool", default = true, help = "split long prompts across steps" },
-  { name = "--chat-template", type = "string", help = "chat template file or inline Jinja" },
+  { name = "--chat-template", type = "string", help = "chat template: a file, inline Jinja or a built-in name (templates/)" },
+  { name = "--chat-template-content-format", type = "choice", choices = { "auto", "string", "openai" }, default = "auto",
+    help = "message content as the template sees it: text, or a list of parts (auto: detected from the template)" },
   { name = "--served-model-name", type = "list", nargs = "+", help = "name(s) clients use for the model" },
   { name = "--trust-remote-code", type = "bool", default = false,
     note = "--trust-remote-code is not needed: lunar runs no code from model folders (Baichuan, Qwen and "

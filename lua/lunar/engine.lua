@@ -38,6 +38,37 @@ function M.config(opts)
   return c
 end
 
+-- Engine options from lunar.args' parsed engine flags, the model's config (lunar.model's
+-- config table) and the KV blocks the memory plan allows, with vLLM's defaults: max_model_len
+-- from max_position_embeddings; max_num_batched_tokens 2048 with chunked prefill (8192 for
+-- the server, as vLLM's API server), else max(max_model_len, 2048); eos ids of config.json
+-- plus those given (tokenizer / generation_config), deduplicated.
+function M.options(flags, model_cfg, num_blocks, extra_eos, for_server)
+  local o = {
+    block_size = flags.block_size or 16, num_blocks = num_blocks,
+    max_model_len = flags.max_model_len or model_cfg.max_position_embeddings,
+    max_num_seqs = flags.max_num_seqs or 256,
+    enable_chunked_prefill = flags.enable_chunked_prefill ~= false,
+    enable_prefix_caching = flags.enable_prefix_caching ~= false,
+    scheduling_policy = flags.scheduling_policy,
+    max_logprobs = flags.max_logprobs,
+  }
+  o.max_num_batched_tokens = flags.max_num_batched_tokens
+  if not o.max_num_batched_tokens then
+    if o.enable_chunked_prefill then o.max_num_batched_tokens = for_server and 8192 or 2048
+    else o.max_num_batched_tokens = math.max(o.max_model_len, 2048) end
+    o.max_num_batched_tokens = math.max(o.max_num_batched_tokens, o.max_num_seqs)
+  end
+  local seen, eos = {}, {}
+  for _, list in ipairs({ model_cfg.eos_token_ids or {}, extra_eos or {} }) do
+    for _, id in ipairs(list) do
+      if not seen[id] then seen[id] = true; eos[#eos + 1] = id end
+    end
+  end
+  o.eos_token_ids = eos
+  return o
+end
+
 -- fwd: a lunar_forward_iface_t (cdata); detok: a lunar_detok_iface_t or nil. Both must stay
 -- alive as long as the engine: the engine keeps references to them here.
 function M.new(opts, fwd, detok)
@@ -178,6 +209,51 @@ function Engine:stats()
   local st = ffi.new("lunar_engine_stats_t")
   C.lunar_engine_get_stats(self.c, st)
   return st
+end
+
+-- The stats (a lunar_engine_stats_t) in Prometheus' text format under vLLM's metric names,
+-- so dashboards built for vLLM read lunar unchanged.
+function M.prometheus(st, model_name)
+  local label = string.format('model_name="%s"', (model_name or ""):gsub('[\\"]', "\\%0"))
+  local out = {}
+  local function metric(name, kind, help, value, extra)
+    out[#out + 1] = string.format("# HELP %s %s\n# TYPE %s %s", name, help, name, kind)
+    out[#out + 1] = string.format("%s{%s%s} %s", name, label, extra or "", tostring(value))
+  end
+  local function num(v) return string.format("%.17g", tonumber(v)) end
+  metric("vllm:num_requests_running", "gauge", "Number of requests in model execution batches.", st.num_running)
+  metric("vllm:num_requests_waiting", "gauge", "Number of requests waiting to be processed.", st.num_waiting)
+  metric("vllm:kv_cache_usage_perc", "gauge", "KV-cache usage. 1 means 100 percent usage.", num(st.kv_cache_usage))
+  metric("vllm:gpu_cache_usage_perc", "gauge", "GPU KV-cache usage. 1 means 100 percent usage.", num(st.kv_cache_usage))
+  metric("vllm:num_preemptions_total", "counter", "Cumulative number of preemption from the engine.",
+    num(st.num_preemptions_total))
+  metric("vllm:prompt_tokens_total", "counter", "Number of prefill tokens processed.", num(st.prompt_tokens_total))
+  metric("vllm:generation_tokens_total", "counter", "Number of generation tokens processed.",
+    num(st.generation_tokens_total))
+  metric("vllm:prefix_cache_queries_total", "counter", "Prefix cache queries, in terms of number of queried tokens.",
+    num(st.prefix_cache_queries))
+  metric("vllm:prefix_cache_hits_total", "counter", "Prefix cache hits, in terms of number of cached tokens.",
+    num(st.prefix_cache_hits))
+  out[#out + 1] = "# HELP vllm:request_success_total Count of successfully processed requests.\n"
+    .. "# TYPE vllm:request_success_total counter"
+  for _, r in ipairs({ { "stop", st.request_success_stop }, { "length", st.request_success_length },
+                       { "abort", st.request_success_abort } }) do
+    out[#out + 1] = string.format('vllm:request_success_total{%s,finished_reason="%s"} %s', label, r[1], num(r[2]))
+  end
+  local function hist(name, help, h)
+    out[#out + 1] = string.format("# HELP %s %s\n# TYPE %s histogram", name, help, name)
+    for b = 0, h.num_buckets - 1 do
+      out[#out + 1] = string.format('%s_bucket{%s,le="%s"} %s', name, label, num(h.bounds[b]), num(h.counts[b]))
+    end
+    out[#out + 1] = string.format('%s_bucket{%s,le="+Inf"} %s', name, label, num(h.count))
+    out[#out + 1] = string.format("%s_sum{%s} %s", name, label, num(h.sum))
+    out[#out + 1] = string.format("%s_count{%s} %s", name, label, num(h.count))
+  end
+  hist("vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.", st.ttft)
+  hist("vllm:time_per_output_token_seconds", "Histogram of time per output token in seconds.", st.tpot)
+  hist("vllm:e2e_request_latency_seconds", "Histogram of end to end request latency in seconds.", st.e2e)
+  hist("vllm:request_queue_time_seconds", "Histogram of time spent in WAITING phase for request.", st.queue)
+  return table.concat(out, "\n") .. "\n"
 end
 
 -- A deterministic fake model (lunar/engine.h) for tests: returns the forward iface and the

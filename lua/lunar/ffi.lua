@@ -411,6 +411,7 @@ const char *lunar_tokenizer_chat_template_name(const lunar_tokenizer_t *tok, siz
 const char *lunar_tokenizer_describe(const lunar_tokenizer_t *tok);
 int lunar_detok_create(const lunar_tokenizer_t *tok, int skip_special, lunar_detok_t **out);
 int lunar_detok_push(lunar_detok_t *d, int32_t id, const char **text, size_t *len);
+int lunar_detok_prime(lunar_detok_t *d, const int32_t *ids, size_t n);
 int lunar_detok_flush(lunar_detok_t *d, const char **text, size_t *len);
 void lunar_detok_free(lunar_detok_t *d);
 ]]
@@ -424,6 +425,7 @@ typedef struct lunar_runner_options {
     int max_num_batched_tokens;
     int max_num_seqs;
     int num_threads;
+    int enforce_eager;
 } lunar_runner_options_t;
 void lunar_runner_options_default(lunar_runner_options_t *o);
 typedef struct lunar_runner lunar_runner_t;
@@ -433,6 +435,46 @@ int lunar_runner_forward(lunar_runner_t *r, const lunar_batch_t *b, float *logit
 uint64_t lunar_runner_kv_bytes_per_token(const lunar_model_t *m, const char *backend);
 void lunar_runner_forward_iface(lunar_runner_t *r, lunar_forward_iface_t *out);
 uint64_t lunar_runner_tokens_computed(const lunar_runner_t *r);
+]]
+
+-- ---- http (lunar/http.h) ----
+ffi.cdef [[
+typedef struct lunar_http_server lunar_http_server_t;
+typedef struct lunar_http_req lunar_http_req_t;
+typedef struct lunar_http_config {
+    const char *host;
+    int port;
+    const char *ssl_certfile;
+    const char *ssl_keyfile;
+    size_t max_request_body;
+    double shutdown_timeout_s;
+    void (*on_request)(void *ud, lunar_http_req_t *req);
+    void (*on_closed)(void *ud, lunar_http_req_t *req, int client_gone);
+    void (*on_wake)(void *ud);
+    void (*on_shutdown)(void *ud);
+    void *ud;
+} lunar_http_config_t;
+void lunar_http_config_default(lunar_http_config_t *c);
+int lunar_http_create(const lunar_http_config_t *c, lunar_http_server_t **out);
+int lunar_http_run(lunar_http_server_t *s);
+void lunar_http_shutdown(lunar_http_server_t *s);
+void lunar_http_wake(void *server);
+void lunar_http_free(lunar_http_server_t *s);
+int lunar_http_port(const lunar_http_server_t *s);
+int lunar_http_inflight(const lunar_http_server_t *s);
+uint64_t lunar_http_req_id(const lunar_http_req_t *r);
+const char *lunar_http_req_method(const lunar_http_req_t *r, size_t *len);
+const char *lunar_http_req_path(const lunar_http_req_t *r, size_t *len);
+const char *lunar_http_req_query(const lunar_http_req_t *r, size_t *len);
+const char *lunar_http_req_body(const lunar_http_req_t *r, size_t *len);
+const char *lunar_http_req_header(const lunar_http_req_t *r, const char *name, size_t *len);
+const char *lunar_http_req_protocol(const lunar_http_req_t *r);
+const char *lunar_http_req_peer(const lunar_http_req_t *r);
+int lunar_http_respond(lunar_http_req_t *r, int status, const char *content_type, const char *body, size_t len,
+                       const char *headers);
+int lunar_http_stream_start(lunar_http_req_t *r, int status, const char *content_type, const char *headers);
+int lunar_http_stream_write(lunar_http_req_t *r, const char *data, size_t len);
+int lunar_http_stream_end(lunar_http_req_t *r);
 ]]
 
 local M = {}

@@ -39,6 +39,7 @@ local OPTION_NAMES = {
   "model", "tokenizer", "dtype", "load_format", "seed", "device", "max_model_len", "block_size",
   "max_num_seqs", "max_num_batched_tokens", "enable_prefix_caching", "enable_chunked_prefill",
   "kv_cache_memory_bytes", "gpu_memory_utilization", "num_threads", "chat_template",
+  "chat_template_content_format",
   "tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size", "trust_remote_code",
   "enforce_eager", "served_model_name", "stats_interval", "scheduling_policy",
 }
@@ -64,12 +65,23 @@ function M.LLM(opts)
     end
   end
   local device = opts.device or "auto"
-  if device == "cuda" then return nil, "LLM: the CUDA backend is not available in this build yet; use device = 'cpu'" end
+  local gpus = tonumber(C.lunar_device_count())
+  if device == "auto" then device = gpus > 0 and "cuda" or "cpu" end
+  if device == "cuda" and gpus < 1 then
+    return nil, "LLM: device 'cuda' asked for, but no CUDA GPU is visible to this build; use device = 'cpu'"
+  end
 
   local model_mod, tok_mod, runner_mod = require "lunar.model", require "lunar.tokenizer", require "lunar.runner"
-  local self = setmetatable({ opts = opts }, LLM)
+  local self = setmetatable({ opts = opts, device = device }, LLM)
   local dtype = opts.dtype or "auto"
   if dtype == "half" then dtype = "float16" elseif dtype == "float" then dtype = "float32" end
+  if dtype == "auto" and device == "cuda" then
+    -- vLLM's rule: a float32 checkpoint runs in bfloat16 on a GPU unless --dtype says otherwise
+    local cm, cerr = model_mod.load(opts.model, { load_format = opts.load_format, config_only = true })
+    if not cm then return nil, cerr end
+    dtype = model_mod.resolve_dtype("auto", cm.cconfig, "cuda")
+    cm:free()
+  end
   local m, err = model_mod.load(opts.model, { dtype = dtype, load_format = opts.load_format, seed = opts.seed })
   if not m then return nil, err end
   self.model = m
@@ -93,7 +105,8 @@ function M.LLM(opts)
   local r, rerr = runner_mod.new(m, {
     block_size = block_size, max_model_len = max_len, max_num_seqs = max_seqs,
     max_num_batched_tokens = max_batched, kv_cache_memory_bytes = opts.kv_cache_memory_bytes,
-    num_threads = opts.num_threads,
+    num_threads = opts.num_threads, backend = device, gpu_memory_utilization = opts.gpu_memory_utilization,
+    enforce_eager = opts.enforce_eager,
   })
   if not r then return nil, rerr end
   self.runner = r
@@ -278,13 +291,18 @@ function LLM:generate(prompts, params, o)
 end
 
 -- chat(messages, params, {chat_template=, add_generation_prompt=true, continue_final_message=,
--- tools=, chat_template_kwargs=, use_tqdm=}) -> {RequestOutput} | nil, err
--- messages: one conversation (a list of {role=, content=}) or a list of conversations.
+-- tools=, documents=, chat_template_kwargs=, content_format=, use_tqdm=}) -> {RequestOutput} | nil, err
+-- messages: one conversation (a list of {role=, content=}) or a list of conversations. The
+-- prompt is lunar.template.apply's (vLLM's chat preprocessing and rendering); chat_template here
+-- is template source, the LLM's chat_template option a file, inline source or built-in name.
 function LLM:chat(messages, params, o)
   o = o or {}
   local template = require "lunar.template"
-  if type(messages) ~= "table" or #messages == 0 then return nil, "chat: messages must be a non-empty list" end
-  local convs = (type(messages[1]) == "table" and messages[1].role == nil) and messages or { messages }
+  if type(messages) ~= "table" or messages[1] == nil then return nil, "chat: messages must be a non-empty list" end
+  -- a list of conversations holds lists; a conversation holds message objects
+  local first = messages[1]
+  local many = type(first) == "table" and type(first[1]) == "table"
+  local convs = many and messages or { messages }
   local prompts = {}
   for i, conv in ipairs(convs) do
     local text, err = template.apply(self, conv, o)

@@ -4,7 +4,8 @@
 --   local tok, err = T.load(dir)                 -- tokenizer.json or tokenizer.model + configs
 --   local ids = tok:encode(text, { add_special_tokens = true, split_special_tokens = false })
 --   local text = tok:decode(ids, { skip_special_tokens = true })
---   local s = tok:stream { skip_special_tokens = true }; s:push(id) -> text; s:flush() -> text
+--   local s = tok:stream { skip_special_tokens = true }; s:prime(prompt_ids); s:push(id) -> text;
+--   s:flush() -> text
 --   tok:id_to_token(id), tok:token_to_id(str), tok.bos_id, tok.eos_id, tok.eos_ids, ...
 --
 -- Ids are 0-based integers as the model sees them, in 1-based Lua arrays. Failures return
@@ -139,6 +140,12 @@ function Stream:push(id)
   local ok, err = lffi.check(C.lunar_detok_push(self.handle, id, self.ptext, self.plen))
   if not ok then return nil, err end
   return ffi.string(self.ptext[0], self.plen[0])
+end
+
+-- Feeds the prompt's ids (their text is not returned) so that generated ids decode in context.
+function Stream:prime(ids)
+  local a, n = id_array(ids)
+  return lffi.check(C.lunar_detok_prime(self.handle, a, n))
 end
 
 function Stream:flush()

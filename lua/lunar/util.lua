@@ -26,6 +26,14 @@ function M.file_exists(path)
   return false
 end
 
+-- the first line a shell command prints ("" when it fails): for benchmark headers
+function M.capture(cmd)
+  local f = io.popen(cmd .. " 2>/dev/null")
+  local s = f and f:read("*l") or ""
+  if f then f:close() end
+  return s or ""
+end
+
 function M.read_json(path)
   local s, err = M.read_file(path)
   if not s then return nil, err end

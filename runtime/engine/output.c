@@ -220,6 +220,7 @@ static void check_stop_strings(lunar_seq_t *q, int from)
 {
     const lunar_req_t *r = q->req;
     int best = -1, best_pos = q->text_len;
+    if (!q->text) return; /* no text yet */
     for (int i = 0; i < r->params.num_stop; i++) {
         const char *s = r->stop[i];
         size_t L = strlen(s);

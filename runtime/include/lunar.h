@@ -79,6 +79,10 @@ int lunar_cuda_driver_version(void);
 /* ---- modules ---- */
 #include "lunar/model.h"
 #include "lunar/engine.h"
+#include "lunar/runner.h"
+#ifdef LUNAR_HAVE_H2O
+#include "lunar/http.h"
+#endif
 #include "lunar/tokenizer.h"
 
 #endif /* LUNAR_H */

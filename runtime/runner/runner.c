@@ -5,7 +5,9 @@
  * (llama2.c style): embed, then per layer attention and MLP, then the final norm and the
  * logits of the rows the engine asked for. Architecture differences are data in the config
  * and weights (q/k/v bias, q/k norm, sliding window, tied head, rope scaling); the batch is
- * flat and token-major, so prefill chunks and decodes of many sequences run as one.
+ * flat and token-major, so prefill chunks and decodes of many sequences run as one. Every op
+ * goes through the backend table (backend/backend.h), and so does every buffer: the same
+ * function drives the CPU backend and, with its table filled, the CUDA one.
  */
 #include "lunar/runner.h"
 
@@ -14,13 +16,12 @@
 #include <string.h>
 
 #include "core/error.h"
-#include "runner/ops.h"
-#include "runner/pool.h"
+#include "backend/backend.h"
 #include "runner/rope.h"
 
 void dtype_convert(lunar_dtype_t to, void *dst, lunar_dtype_t from, const void *src, size_t n);
 
-typedef struct layer_vecs {     /* small per-layer vectors kept as f32 */
+typedef struct layer_vecs {     /* small per-layer vectors, f32 in backend memory */
     float *attn_norm, *ffn_norm, *q_norm, *k_norm, *bq, *bk, *bv, *bo;
 } layer_vecs_t;
 
@@ -29,20 +30,23 @@ struct lunar_runner {
     const lunar_model_config_t *c;
     const lunar_weights_t *w;
     lunar_runner_options_t o;
-    ops_ctx_t ops;
-    int nthreads;
+    lunar_backend_t *be;
 
     layer_vecs_t *lv;
+    int num_layers;                 /* lv's length, kept here: free() must not read the model,
+                                     * which a Lua state closing may have freed first */
     float *final_norm;
-    float *inv_freq, attn_factor;   /* [rot/2] */
+    float *inv_freq, attn_factor;   /* [rot/2], host */
     int rot;
 
-    float *kcache, *vcache;         /* [layers][blocks][block_size][kv_heads][head_dim] */
-    size_t layer_stride;            /* floats per layer in each cache */
+    char *kcache, *vcache;          /* [layers][blocks][block_size][kv_heads][head_dim] kv_dtype */
+    size_t layer_bytes;             /* bytes per layer in each cache */
 
-    /* scratch for max_num_batched_tokens */
-    float *x, *xn, *q, *k, *v, *att, *proj, *gate, *up, *cs, *dyn_freq;
-    int32_t *seq_of;
+    /* backend activations (act_dtype) for max_num_batched_tokens tokens */
+    void *x, *xn, *q, *k, *v, *att, *proj, *gate, *up;
+    float *cs;                      /* RoPE table [T][rot] f32, backend memory */
+    float *logits;                  /* [max_num_seqs][vocab] f32 when backend memory is not host */
+    float *cs_host, *dyn_freq;      /* host staging of the RoPE table */
     uint64_t tokens;
 };
 
@@ -57,18 +61,27 @@ void lunar_runner_options_default(lunar_runner_options_t *o)
 
 uint64_t lunar_runner_kv_bytes_per_token(const lunar_model_t *m, const char *backend)
 {
-    (void)backend;
+    /* the CPU backend keeps f32; the CUDA backend the model's dtype (cuda/backend.c) */
     const lunar_model_config_t *c = lunar_model_config(m);
-    return 2ull * c->num_layers * c->num_kv_heads * c->head_dim * sizeof(float);
+    size_t esz = backend && !strcmp(backend, "cuda") ? lunar_dtype_size(lunar_model_dtype(m)) : sizeof(float);
+    return 2ull * c->num_layers * c->num_kv_heads * c->head_dim * esz;
 }
 
-static float *vec_f32(const lunar_tensor_t *t, int *err)
+/* A small weight vector as f32 in backend memory. */
+static float *vec_f32(lunar_backend_t *be, const lunar_tensor_t *t, int *err)
 {
-    if (!t) return NULL;
+    if (!t || *err) return NULL;
     size_t n = t->nbytes / lunar_dtype_size(t->dtype);
-    float *v = malloc(n * sizeof(float));
-    if (!v) { *err = 1; return NULL; }
-    dtype_convert(LUNAR_DTYPE_F32, v, t->dtype, t->data, n);
+    float *h = malloc(n * sizeof(float)), *v = be->alloc(be, n * sizeof(float));
+    if (!h || !v) {
+        *err = 1;
+        free(h);
+        if (v) be->dealloc(be, v);
+        return NULL;
+    }
+    dtype_convert(LUNAR_DTYPE_F32, h, t->dtype, t->data, n);
+    be->copy_in(be, v, h, n * sizeof(float));
+    free(h);
     return v;
 }
 
@@ -79,13 +92,23 @@ static void *xcalloc(size_t n, size_t sz, int *err)
     return p;
 }
 
+/* Zeroed backend memory. */
+static void *balloc(lunar_backend_t *be, size_t n, size_t sz, int *err)
+{
+    void *p = *err ? NULL : be->alloc(be, (n ? n : 1) * sz);
+    if (!p) *err = 1;
+    return p;
+}
+
+static void bfree(lunar_backend_t *be, void *p)
+{
+    if (p) be->dealloc(be, p);
+}
+
 int lunar_runner_create(const lunar_model_t *m, const lunar_runner_options_t *opt, lunar_runner_t **out)
 {
     if (!m || !opt || !out) return lunar_error(LUNAR_EINVAL, "lunar_runner_create: NULL argument");
     *out = NULL;
-    const char *be = opt->backend ? opt->backend : "cpu";
-    if (strcmp(be, "cpu") != 0)
-        return lunar_error(LUNAR_EUNSUPPORTED, "backend \"%s\" is not available in this runner (cpu is)", be);
     if (opt->num_kv_blocks < 1 || opt->block_size < 1 || opt->max_num_batched_tokens < 1 || opt->max_num_seqs < 1)
         return lunar_error(LUNAR_EINVAL, "runner: num_kv_blocks, block_size, max_num_batched_tokens and "
                                          "max_num_seqs must be >= 1");
@@ -105,57 +128,59 @@ int lunar_runner_create(const lunar_model_t *m, const lunar_runner_options_t *op
     r->c = c;
     r->w = w;
     r->o = *opt;
-    r->o.backend = "cpu";
-    int rc = pool_create(opt->num_threads, (pool_t **)&r->ops.pool);
-    if (rc) { free(r); return rc; }
-    r->nthreads = pool_threads(r->ops.pool);
-
-    int err = 0;
     int L = c->num_layers, H = c->hidden_size, hd = c->head_dim, nq = c->num_heads, nk = c->num_kv_heads;
     int I = c->intermediate_size, T = opt->max_num_batched_tokens;
+    int maxk = H > nq * hd ? H : nq * hd;
+    if (I > maxk) maxk = I;
+    lunar_backend_params_t bp = {opt->num_threads, maxk, T, hd, 0, opt->enforce_eager};
+    int rc = lunar_backend_create(opt->backend ? opt->backend : "cpu", &bp, &r->be);
+    if (rc) { free(r); return rc; }
+    lunar_backend_t *be = r->be;
+    r->o.backend = be->name;
+    rc = be->prepare(be, m);
+    if (rc) { be->free(be); free(r); return rc; }
+
+    int err = 0;
     r->lv = xcalloc((size_t)L, sizeof *r->lv, &err);
+    r->num_layers = L;
     for (int l = 0; l < L && !err; l++) {
         const lunar_layer_weights_t *lw = &w->layers[l];
         layer_vecs_t *v = &r->lv[l];
-        v->attn_norm = vec_f32(lw->attn_norm, &err);
-        v->ffn_norm = vec_f32(lw->ffn_norm, &err);
-        v->q_norm = vec_f32(lw->q_norm, &err);
-        v->k_norm = vec_f32(lw->k_norm, &err);
-        v->bq = vec_f32(lw->bq, &err);
-        v->bk = vec_f32(lw->bk, &err);
-        v->bv = vec_f32(lw->bv, &err);
-        v->bo = vec_f32(lw->bo, &err);
+        v->attn_norm = vec_f32(be, lw->attn_norm, &err);
+        v->ffn_norm = vec_f32(be, lw->ffn_norm, &err);
+        v->q_norm = vec_f32(be, lw->q_norm, &err);
+        v->k_norm = vec_f32(be, lw->k_norm, &err);
+        v->bq = vec_f32(be, lw->bq, &err);
+        v->bk = vec_f32(be, lw->bk, &err);
+        v->bv = vec_f32(be, lw->bv, &err);
+        v->bo = vec_f32(be, lw->bo, &err);
     }
-    r->final_norm = vec_f32(w->final_norm, &err);
+    r->final_norm = vec_f32(be, w->final_norm, &err);
     r->rot = c->rope.rotary_dim > 0 && c->rope.rotary_dim <= hd ? c->rope.rotary_dim : hd;
     r->inv_freq = xcalloc((size_t)r->rot / 2 + 1, sizeof(float), &err);
     if (!err) rope_inv_freq(c, r->rot, r->inv_freq, &r->attn_factor);
 
-    r->layer_stride = (size_t)opt->num_kv_blocks * opt->block_size * nk * hd;
-    /* calloc: the OS hands out zero pages lazily, so an idle cache costs no resident memory */
-    r->kcache = xcalloc(r->layer_stride * L, sizeof(float), &err);
-    r->vcache = xcalloc(r->layer_stride * L, sizeof(float), &err);
-
-    int maxk = H > nq * hd ? H : nq * hd;
-    if (I > maxk) maxk = I;
-    r->ops.max_k = maxk;
-    r->ops.scratch = xcalloc((size_t)r->nthreads, sizeof(float *), &err);
-    for (int i = 0; i < r->nthreads && !err; i++)
-        r->ops.scratch[i] = xcalloc((size_t)GEMM_NB * maxk + hd, sizeof(float), &err);
+    /* The KV cache is reserved (resident) at start-up, as on a GPU: memory use is what
+     * `lunar memory` says from the first request on, not creeping up as blocks are reached. */
+    size_t kvsz = lunar_dtype_size(be->kv_dtype), asz = lunar_dtype_size(be->act_dtype);
+    r->layer_bytes = (size_t)opt->num_kv_blocks * opt->block_size * nk * hd * kvsz;
+    r->kcache = balloc(be, r->layer_bytes, (size_t)L, &err);
+    r->vcache = balloc(be, r->layer_bytes, (size_t)L, &err);
 
     int wide = H > nq * hd ? H : nq * hd;
-    r->x = xcalloc((size_t)T * H, sizeof(float), &err);
-    r->xn = xcalloc((size_t)T * wide, sizeof(float), &err);
-    r->q = xcalloc((size_t)T * nq * hd, sizeof(float), &err);
-    r->k = xcalloc((size_t)T * nk * hd, sizeof(float), &err);
-    r->v = xcalloc((size_t)T * nk * hd, sizeof(float), &err);
-    r->att = xcalloc((size_t)T * nq * hd, sizeof(float), &err);
-    r->proj = xcalloc((size_t)T * H, sizeof(float), &err);
-    r->gate = xcalloc((size_t)T * I, sizeof(float), &err);
-    r->up = xcalloc((size_t)T * I, sizeof(float), &err);
-    r->cs = xcalloc((size_t)T * r->rot, sizeof(float), &err);
+    r->x = balloc(be, (size_t)T * H, asz, &err);
+    r->xn = balloc(be, (size_t)T * wide, asz, &err);
+    r->q = balloc(be, (size_t)T * nq * hd, asz, &err);
+    r->k = balloc(be, (size_t)T * nk * hd, asz, &err);
+    r->v = balloc(be, (size_t)T * nk * hd, asz, &err);
+    r->att = balloc(be, (size_t)T * nq * hd, asz, &err);
+    r->proj = balloc(be, (size_t)T * H, asz, &err);
+    r->gate = balloc(be, (size_t)T * I, asz, &err);
+    r->up = balloc(be, (size_t)T * I, asz, &err);
+    r->cs = balloc(be, (size_t)T * r->rot, sizeof(float), &err);
+    if (!be->host_memory) r->logits = balloc(be, (size_t)opt->max_num_seqs * c->vocab_size, sizeof(float), &err);
     r->dyn_freq = xcalloc((size_t)r->rot / 2 + 1, sizeof(float), &err);
-    r->seq_of = xcalloc((size_t)T, sizeof(int32_t), &err);
+    r->cs_host = xcalloc((size_t)T * r->rot, sizeof(float), &err);
     if (err) {
         lunar_runner_free(r);
         return lunar_error(LUNAR_ENOMEM, "runner: out of memory for a KV cache of %d blocks and %d-token steps",
@@ -168,21 +193,20 @@ int lunar_runner_create(const lunar_model_t *m, const lunar_runner_options_t *op
 void lunar_runner_free(lunar_runner_t *r)
 {
     if (!r) return;
-    if (r->ops.pool) pool_free(r->ops.pool);
+    lunar_backend_t *be = r->be;
     if (r->lv) {
-        for (int l = 0; l < r->c->num_layers; l++) {
+        for (int l = 0; l < r->num_layers; l++) {
             layer_vecs_t *v = &r->lv[l];
-            free(v->attn_norm), free(v->ffn_norm), free(v->q_norm), free(v->k_norm);
-            free(v->bq), free(v->bk), free(v->bv), free(v->bo);
+            float *vecs[] = {v->attn_norm, v->ffn_norm, v->q_norm, v->k_norm, v->bq, v->bk, v->bv, v->bo};
+            for (size_t i = 0; i < sizeof vecs / sizeof *vecs; i++) bfree(be, vecs[i]);
         }
         free(r->lv);
     }
-    if (r->ops.scratch)
-        for (int i = 0; i < r->nthreads; i++) free(r->ops.scratch[i]);
-    free(r->ops.scratch);
-    free(r->final_norm), free(r->inv_freq), free(r->kcache), free(r->vcache);
-    free(r->x), free(r->xn), free(r->q), free(r->k), free(r->v), free(r->att), free(r->proj);
-    free(r->gate), free(r->up), free(r->cs), free(r->dyn_freq), free(r->seq_of);
+    void *bufs[] = {r->final_norm, r->kcache, r->vcache, r->x, r->xn, r->q, r->k, r->v, r->att, r->proj,
+                    r->gate, r->up, r->cs, r->logits};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) bfree(be, bufs[i]);
+    free(r->inv_freq), free(r->dyn_freq), free(r->cs_host);
+    be->free(be);
     free(r);
 }
 
@@ -235,16 +259,16 @@ static void rope_tables(lunar_runner_t *r, const lunar_batch_t *b)
         const float *f = r->inv_freq;
         if (rope_dynamic_inv_freq(r->c, r->rot, b->seq_lens[s], r->dyn_freq)) f = r->dyn_freq;
         for (int t = b->query_start[s]; t < b->query_start[s + 1]; t++) {
-            float *cs = r->cs + (size_t)t * r->rot;
+            float *cs = r->cs_host + (size_t)t * r->rot;
             float pos = (float)b->positions[t];
             for (int i = 0; i < half; i++) {
                 float ang = pos * f[i]; /* float32 product, as torch's position @ inv_freq */
                 cs[i] = (float)cos((double)ang) * r->attn_factor;
                 cs[half + i] = (float)sin((double)ang) * r->attn_factor;
             }
-            r->seq_of[t] = s;
         }
     }
+    r->be->copy_in(r->be, r->cs, r->cs_host, sizeof(float) * b->num_tokens * r->rot);
 }
 
 int lunar_runner_forward(lunar_runner_t *r, const lunar_batch_t *b, float *logits)
@@ -253,43 +277,52 @@ int lunar_runner_forward(lunar_runner_t *r, const lunar_batch_t *b, float *logit
     if (rc) return rc;
     const lunar_model_config_t *c = r->c;
     const lunar_weights_t *w = r->w;
-    ops_ctx_t *o = &r->ops;
+    lunar_backend_t *be = r->be;
     int T = b->num_tokens, H = c->hidden_size, hd = c->head_dim, nq = c->num_heads, nk = c->num_kv_heads;
     int I = c->intermediate_size;
     float eps = (float)c->rms_norm_eps, scale = 1.0f / sqrtf((float)hd);
 
+    rc = be->begin_step(be, b);
+    if (rc) return rc;
     rope_tables(r, b);
-    op_embed(o, r->x, b->token_ids, T, w->embed);
-    op_rmsnorm(o, r->xn, r->x, T, H, r->lv[0].attn_norm, eps);
+    be->embed(be, r->x, b, w->embed);
+    be->rmsnorm(be, r->xn, r->x, T, H, r->lv[0].attn_norm, eps);
     for (int l = 0; l < c->num_layers; l++) {
         const lunar_layer_weights_t *lw = &w->layers[l];
         const layer_vecs_t *lv = &r->lv[l];
-        float *kc = r->kcache + l * r->layer_stride, *vc = r->vcache + l * r->layer_stride;
+        void *kc = r->kcache + l * r->layer_bytes, *vc = r->vcache + l * r->layer_bytes;
 
         /* attention: q/k/v projections, per-head q/k norm (qwen3), rotary, cache, attend */
-        op_gemm(o, r->q, r->xn, T, lw->wq, lv->bq);
-        op_gemm(o, r->k, r->xn, T, lw->wk, lv->bk);
-        op_gemm(o, r->v, r->xn, T, lw->wv, lv->bv);
-        if (lv->q_norm) op_rmsnorm(o, r->q, r->q, T * nq, hd, lv->q_norm, eps);
-        if (lv->k_norm) op_rmsnorm(o, r->k, r->k, T * nk, hd, lv->k_norm, eps);
-        op_rope(o, r->q, r->k, T, nq, nk, hd, r->rot, r->cs);
-        op_kv_write(o, kc, vc, r->k, r->v, T, nk, hd, b->slot_mapping);
-        op_attention(o, r->att, r->q, kc, vc, b, r->seq_of, nq, nk, hd, r->o.block_size, c->sliding_window, scale);
-        op_gemm(o, r->proj, r->att, T, lw->wo, lv->bo);
-        op_add_rmsnorm(o, r->x, r->proj, r->xn, T, H, lv->ffn_norm, eps);
+        be->gemm(be, r->q, r->xn, T, lw->wq, lv->bq);
+        be->gemm(be, r->k, r->xn, T, lw->wk, lv->bk);
+        be->gemm(be, r->v, r->xn, T, lw->wv, lv->bv);
+        if (lv->q_norm) be->rmsnorm(be, r->q, r->q, T * nq, hd, lv->q_norm, eps);
+        if (lv->k_norm) be->rmsnorm(be, r->k, r->k, T * nk, hd, lv->k_norm, eps);
+        be->rope(be, r->q, r->k, T, nq, nk, hd, r->rot, r->cs);
+        be->kv_write(be, kc, vc, r->k, r->v, b, nk, hd);
+        be->attention(be, r->att, r->q, kc, vc, b, nq, nk, hd, r->o.block_size, c->sliding_window, scale);
+        be->gemm(be, r->proj, r->att, T, lw->wo, lv->bo);
+        be->add_rmsnorm(be, r->x, r->proj, r->xn, T, H, lv->ffn_norm, eps);
 
         /* MLP: down(silu(gate(x)) * up(x)) */
-        op_gemm(o, r->gate, r->xn, T, lw->w_gate, NULL);
-        op_gemm(o, r->up, r->xn, T, lw->w_up, NULL);
-        op_silu_mul(o, r->gate, r->gate, r->up, (long)T * I);
-        op_gemm(o, r->proj, r->gate, T, lw->w_down, NULL);
+        be->gemm(be, r->gate, r->xn, T, lw->w_gate, NULL);
+        be->gemm(be, r->up, r->xn, T, lw->w_up, NULL);
+        be->silu_mul(be, r->gate, r->gate, r->up, (long)T * I);
+        be->gemm(be, r->proj, r->gate, T, lw->w_down, NULL);
         const float *next_norm = l + 1 < c->num_layers ? r->lv[l + 1].attn_norm : r->final_norm;
-        op_add_rmsnorm(o, r->x, r->proj, r->xn, T, H, next_norm, eps);
+        be->add_rmsnorm(be, r->x, r->proj, r->xn, T, H, next_norm, eps);
     }
-    /* logits only for the rows asked for: gather the final-normed rows, then the head */
-    for (int i = 0; i < b->num_logits; i++)
-        memcpy(r->proj + (size_t)i * H, r->xn + (size_t)b->logits_indices[i] * H, sizeof(float) * H);
-    if (b->num_logits > 0) op_gemm(o, logits, r->proj, b->num_logits, w->lm_head, NULL);
+    /* logits only for the rows asked for (xn is final-normed now); straight into the caller's
+     * buffer when backend memory is host memory, else in chunks of max_num_seqs rows */
+    int V = c->vocab_size, chunk = be->host_memory ? b->num_logits : r->o.max_num_seqs;
+    for (int i0 = 0; i0 < b->num_logits; i0 += chunk) {
+        int n = b->num_logits - i0 < chunk ? b->num_logits - i0 : chunk;
+        float *dst = be->host_memory ? logits + (size_t)i0 * V : r->logits;
+        be->logits(be, dst, r->xn, b, i0, n, w->lm_head);
+        if (!be->host_memory) be->copy_out(be, logits + (size_t)i0 * V, r->logits, sizeof(float) * n * V);
+    }
+    rc = be->end_step(be);
+    if (rc) return rc;
     r->tokens += (uint64_t)T;
     return 0;
 }

@@ -88,8 +88,9 @@ static void apply_penalties(lunar_sampler_t *s, const lunar_sample_input_t *in)
     }
 }
 
-/* (probability desc, id asc); qsort is not reentrant with context in C11, and the sampler
- * runs on one thread per engine, so the row is passed through a thread-local. */
+/* Candidates are ordered by (probability desc, id asc): a total order, so every way of
+ * sorting or selecting gives the same sequence. qsort has no context argument in C11 and the
+ * sampler runs on one thread per engine, so the probabilities go through a thread-local. */
 static _Thread_local const float *tl_probs;
 static int by_prob_desc(const void *a, const void *b)
 {
@@ -97,6 +98,39 @@ static int by_prob_desc(const void *a, const void *b)
     float pi = tl_probs[i], pj = tl_probs[j];
     if (pi != pj) return pi > pj ? -1 : 1;
     return (i > j) - (i < j);
+}
+
+static int better(const float *x, int32_t i, int32_t j) { return x[i] > x[j] || (x[i] == x[j] && i < j); }
+
+/* Quickselect: afterwards idx[0..m) are the m best candidates, in no particular order. */
+static void select_best(const float *x, int32_t *idx, int n, int m)
+{
+    int lo = 0, hi = n - 1, k = m - 1;
+    while (lo < hi) {
+        int32_t pivot = idx[lo + (hi - lo) / 2];
+        int i = lo, j = hi;
+        while (i <= j) {
+            while (better(x, idx[i], pivot)) i++;
+            while (better(x, pivot, idx[j])) j--;
+            if (i <= j) {
+                int32_t t = idx[i];
+                idx[i++] = idx[j];
+                idx[j--] = t;
+            }
+        }
+        if (k <= j) hi = j;
+        else if (k >= i) lo = i;
+        else break;
+    }
+}
+
+/* Sorts the m best of idx[0..n) to the front; the top-k/top-p filters need only those, and
+ * m is usually tiny next to a 32k-150k vocabulary. */
+static void sort_best(const float *x, int32_t *idx, int n, int m)
+{
+    if (m < n) select_best(x, idx, n, m);
+    tl_probs = x;
+    qsort(idx, (size_t)(m < n ? m : n), sizeof *idx, by_prob_desc);
 }
 
 int lunar_sampler_sample(lunar_sampler_t *s, const float *row, const lunar_sample_input_t *in)
@@ -123,15 +157,30 @@ int lunar_sampler_sample(lunar_sampler_t *s, const float *row, const lunar_sampl
         if (q > 0 && q >= floor_p) s->idx[n++] = v;
         x[v] = q;
     }
-    if ((p->top_k > 0 && p->top_k < n) || p->top_p < 1.0f) {
-        tl_probs = x;
-        qsort(s->idx, (size_t)n, sizeof *s->idx, by_prob_desc);
-        if (p->top_k > 0 && p->top_k < n) n = p->top_k;
+    int sorted = 0;
+    if (p->top_k > 0 && p->top_k < n) {
+        sort_best(x, s->idx, n, p->top_k);
+        n = p->top_k;
+        sorted = 1;
     }
     double total = 0;
     for (int i = 0; i < n; i++) total += x[s->idx[i]];
     if (p->top_p < 1.0f) {
         double cum = 0, want = (double)p->top_p * total;
+        /* sort only as many of the best as it takes to reach top_p of the mass */
+        for (int h = 64; !sorted; h *= 4) {
+            if (h >= n) {
+                sort_best(x, s->idx, n, n);
+                break;
+            }
+            select_best(x, s->idx, n, h);
+            double head = 0;
+            for (int i = 0; i < h; i++) head += x[s->idx[i]];
+            if (head >= want) {
+                sort_best(x, s->idx, h, h);
+                break;
+            }
+        }
         int keep = 0;
         while (keep < n && (keep == 0 || cum < want)) cum += x[s->idx[keep++]];
         n = keep;

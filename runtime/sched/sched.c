@@ -171,15 +171,26 @@ static void preempt(lunar_sched_t *s, int running_index)
     waiting_place(s, q, 1);
 }
 
-/* The running sequence to preempt among running[from ..]: the newest (FCFS), or the lowest
- * priority then newest (PRIORITY). */
-static int victim(const lunar_sched_t *s, int from)
+/* The running sequence to preempt: the newest (FCFS), or the lowest priority, newest among
+ * equals (PRIORITY) — which may be one already scheduled this step. */
+static int victim(const lunar_sched_t *s)
 {
     int v = s->num_running - 1;
     if (s->cfg.policy == LUNAR_SCHED_PRIORITY)
-        for (int i = from; i < s->num_running; i++)
+        for (int i = 0; i < s->num_running; i++)
             if (before(s, s->running[v], s->running[i])) v = i;
     return v;
+}
+
+/* Takes q out of this step's batch; returns the tokens it had been given. */
+static int unschedule(lunar_sched_t *s, const lunar_seq_t *q)
+{
+    for (int k = 0; k < s->num_sched; k++)
+        if (s->sched[k] == q) {
+            remove_at(s->sched, &s->num_sched, k);
+            return q->step_new;
+        }
+    return 0;
 }
 
 /* The sequence's first admission computes the whole prompt when its prompt logprobs are
@@ -313,13 +324,16 @@ int lunar_sched_schedule(lunar_sched_t *s)
         }
         int fits = 1;
         while (!grow(s, q, q->num_computed + new_tokens)) {
-            int v = victim(s, i);
+            int v = victim(s);
+            lunar_seq_t *vq = s->running[v];
+            budget += unschedule(s, vq);
             preempt(s, v);
             preempted = 1;
-            if (v == i) {
+            if (vq == q) {
                 fits = 0;
                 break;
             }
+            if (v < i) i--; /* running[] shifted left under q */
         }
         if (!fits) { /* q itself went back to waiting; running[i] is now the next one */
             i--;

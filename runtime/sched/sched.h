@@ -8,9 +8,10 @@
  * recompute of a preempted sequence (prompt + output again) are the same thing.
  *
  * Scheduling (vLLM V1's shape): running sequences first, in admission order, each taking the
- * tokens it needs from the budget; when blocks run out the newest running sequence is
- * preempted (blocks freed, num_computed = 0, back to the front of waiting) until the current
- * one fits or is itself the one preempted. Then, if nothing was preempted, waiting sequences
+ * tokens it needs from the budget; when blocks run out the newest running sequence (PRIORITY:
+ * the lowest priority, newest among equals, even if already scheduled this step) is preempted
+ * (blocks freed, num_computed = 0, back to the front of waiting) until the current one fits or
+ * is itself the one preempted. Then, if nothing was preempted, waiting sequences
  * are admitted in order (FCFS, or priority then arrival), reusing every cached full block of
  * their tokens, while a sequence slot, budget and blocks remain; the head of the queue is never
  * skipped for a later one, so nobody starves.

@@ -2,15 +2,16 @@
  * tokenizer/decode.c — ids back to text, and the streaming detokenizer.
  *
  * decode runs HF's decoder chain on the list of token strings (special tokens dropped first
- * when asked), each decoder a list -> list step exactly as in tokenizers' decode_chain, then
- * transformers' clean_up_tokenization when tokenizer_config asks for it.
+ * when asked), each decoder a list -> list step exactly as in tokenizers' decode_chain.
+ * tokenizer_config's clean_up_tokenization_spaces is not applied: transformers 5 ignores it
+ * for BPE tokenizers (it deletes real spaces before punctuation), and so do tokenizers and
+ * vLLM's detokenizer.
  *
  * The stream keeps an open window of ids and decodes only that window. A window is closed
  * (its text final) when its bytes end on a whole UTF-8 character (ByteLevel) or on a non-byte
  * token (ByteFallback, whose runs are judged whole by HF: a later bad byte turns the whole run
  * into U+FFFD). Effects that belong to the start of the text (Metaspace's first token, Strip
- * of the fused string) apply only while nothing has been committed, and clean-up is applied
- * on committed text up to a cut no clean-up pattern can straddle. That is what makes
+ * of the fused string) apply only while nothing has been committed. That is what makes
  * concat(pushes) + flush == decode(all ids) exact rather than approximately true.
  */
 #include "tokenizer/tok.h"
@@ -49,6 +50,10 @@ static int sl_cat(slist *l, const char *s, size_t n)
 }
 
 static void sl_clear(slist *l) { l->n = 0; l->d.n = 0; }
+
+/* Buffers one decode needs; a stream keeps its own so that pushing an id allocates nothing
+ * once they have grown. */
+typedef struct { slist a, b; tk_buf bytes, txt, run; } dscratch;
 static void sl_free(slist *l) { free(l->d.p); free(l->off); free(l->len); }
 #define SL_S(l, i) ((l)->d.p + (l)->off[i])
 
@@ -144,63 +149,62 @@ static uint32_t cp_at(const char *str, size_t n, size_t *len)
 }
 
 /* ---- the decoder chain ------------------------------------------------------------------ */
-enum { DF_FIRST_TOKEN = 1, DF_TEXT_START = 2 };
+enum { DF_FIRST_TOKEN = 1, DF_TEXT_START = 2, DF_TEXT_END = 4 };
 
-static int dec_step(const tk_dec *d, slist *in, slist *out, int fl, bool fused, bool *open)
+static int dec_step(const tk_dec *d, dscratch *x, slist *in, slist *out, int fl, bool fused, bool *open)
 {
     int rc = 0;
     sl_clear(out);
     switch (d->type) {
     case TK_D_BYTELEVEL: {
-        tk_buf bytes = { 0 };
+        tk_buf *bytes = &x->bytes;
+        bytes->n = 0;
         for (size_t i = 0; i < in->n && !rc; i++) {
             const char *s = SL_S(in, i);
-            size_t n = in->len[i], start = bytes.n;
+            size_t n = in->len[i], start = bytes->n;
             bool all = true;
             for (size_t k = 0; k < n && all;) {
                 size_t l;
                 int b = bl_byte(cp_at(s + k, n - k, &l));
                 if (b < 0) all = false;
-                else { char c = (char)b; rc = tk_buf_put(&bytes, &c, 1); }
+                else { char c = (char)b; rc = tk_buf_put(bytes, &c, 1); }
                 k += l;
             }
             if (!all) {
-                bytes.n = start;
-                rc = tk_buf_put(&bytes, s, n);
+                bytes->n = start;
+                rc = tk_buf_put(bytes, s, n);
             }
         }
         if (!rc) rc = sl_add(out, "", 0);
         if (!rc) {
-            tk_buf txt = { 0 };
-            rc = lossy(&txt, bytes.p ? bytes.p : "", bytes.n, open);
-            if (!rc) rc = sl_cat(out, txt.p ? txt.p : "", txt.n);
-            free(txt.p);
+            x->txt.n = 0;
+            rc = lossy(&x->txt, bytes->p ? bytes->p : "", bytes->n, open);
+            if (!rc) rc = sl_cat(out, x->txt.p ? x->txt.p : "", x->txt.n);
         }
-        free(bytes.p);
         return rc;
     }
     case TK_D_BYTEFALLBACK: {
-        tk_buf run = { 0 };
+        tk_buf *run = &x->run;
+        run->n = 0;
         size_t nrun = 0;
         for (size_t i = 0; i <= in->n && !rc; i++) {
             int b = i < in->n ? byte_token(SL_S(in, i), in->len[i]) : -1;
             if (b >= 0) {
                 char c = (char)b;
-                rc = tk_buf_put(&run, &c, 1);
+                rc = tk_buf_put(run, &c, 1);
                 nrun++;
                 continue;
             }
             if (nrun) {
-                if (valid_utf8(run.p, run.n)) rc = sl_add(out, run.p, run.n);
+                if (valid_utf8(run->p, run->n)) rc = sl_add(out, run->p, run->n);
                 else
                     for (size_t k = 0; k < nrun && !rc; k++) rc = sl_add(out, REPL, 3);
-                run.n = 0;
+                run->n = 0;
                 nrun = 0;
             }
             if (i < in->n && !rc) rc = sl_add(out, SL_S(in, i), in->len[i]);
         }
         if (open && in->n && byte_token(SL_S(in, in->n - 1), in->len[in->n - 1]) >= 0) *open = true;
-        free(run.p);
         return rc;
     }
     case TK_D_FUSE:
@@ -243,9 +247,11 @@ static int dec_step(const tk_dec *d, slist *in, slist *out, int fl, bool fused, 
         for (size_t i = 0; i < in->n && !rc; i++) {
             const char *s = SL_S(in, i);
             size_t a = 0, e = in->len[i];
+            /* after a Fuse the one string is the whole text: its start and end are the text's */
             bool at_start = !(fused && i == 0 && !(fl & DF_TEXT_START));
+            bool at_end = !(fused && i + 1 == in->n && !(fl & DF_TEXT_END));
             for (int k = 0; at_start && k < d->start && a + d->an <= e && !memcmp(s + a, d->a, d->an); k++) a += d->an;
-            for (int k = 0; k < d->stop && e >= a + d->an && !memcmp(s + e - d->an, d->a, d->an); k++) e -= d->an;
+            for (int k = 0; at_end && k < d->stop && e >= a + d->an && !memcmp(s + e - d->an, d->a, d->an); k++) e -= d->an;
             rc = sl_add(out, s + a, e - a);
         }
         return rc;
@@ -253,10 +259,21 @@ static int dec_step(const tk_dec *d, slist *in, slist *out, int fl, bool fused, 
     return 0;
 }
 
-static int decode_impl(const lunar_tokenizer_t *t, const int32_t *ids, size_t n, bool skip, int fl, tk_buf *out,
-                       bool *open)
+static void dscratch_free(dscratch *x)
 {
-    slist a = { 0 }, b = { 0 };
+    sl_free(&x->a);
+    sl_free(&x->b);
+    free(x->bytes.p);
+    free(x->txt.p);
+    free(x->run.p);
+}
+
+static int decode_impl(const lunar_tokenizer_t *t, dscratch *x, const int32_t *ids, size_t n, bool skip, int fl,
+                       tk_buf *out, bool *open)
+{
+    slist *a = &x->a;
+    sl_clear(&x->a);
+    sl_clear(&x->b);
     int rc = 0;
     if (open) *open = false;
     for (size_t i = 0; i < n && !rc; i++) {
@@ -265,10 +282,18 @@ static int decode_impl(const lunar_tokenizer_t *t, const int32_t *ids, size_t n,
             rc = lunar_error(LUNAR_ERANGE, "tokenizer: id %d is outside the vocabulary (%zu ids)", id, t->n_ids);
             break;
         }
+        if (t->flags[id] & TK_F_DECNORM) { /* see TK_F_DECNORM in tok.h */
+            for (size_t k = 0; k < t->n_added; k++)
+                if (t->added[k].id == id) {
+                    rc = sl_add(a, t->added[k].s, t->added[k].n);
+                    break;
+                }
+            continue;
+        }
         if (skip && (t->flags[id] & TK_F_SPECIAL)) continue;
-        rc = sl_add(&a, t->strs.p + t->str_off[id], t->str_len[id]);
+        rc = sl_add(a, t->strs.p + t->str_off[id], t->str_len[id]);
     }
-    slist *in = &a, *tmp = &b;
+    slist *in = &x->a, *tmp = &x->b;
     bool fused = false;
     if (!t->has_decoder && !rc) {
         for (size_t i = 0; i < in->n && !rc; i++) {
@@ -279,49 +304,17 @@ static int decode_impl(const lunar_tokenizer_t *t, const int32_t *ids, size_t n,
     }
     for (size_t k = 0; k < t->n_decs && !rc; k++) {
         bool o = false;
-        rc = dec_step(&t->decs[k], in, tmp, fl, fused, &o);
+        rc = dec_step(&t->decs[k], x, in, tmp, fl, fused, &o);
         if (o && open) *open = true;
         if (t->decs[k].type == TK_D_FUSE || t->decs[k].type == TK_D_BYTELEVEL) fused = true;
-        slist *x = in;
+        slist *sw = in;
         in = tmp;
-        tmp = x;
+        tmp = sw;
     }
     for (size_t i = 0; i < in->n && !rc; i++) rc = tk_buf_put(out, SL_S(in, i), in->len[i]);
 done:
     if (!rc && !out->p) rc = tk_buf_put(out, "", 0);
-    sl_free(&a);
-    sl_free(&b);
     return rc;
-}
-
-int tk_decode_range(const lunar_tokenizer_t *t, const int32_t *ids, size_t n, bool skip_special, bool first, tk_buf *out,
-                    bool *tail_open)
-{
-    return decode_impl(t, ids, n, skip_special, first ? DF_FIRST_TOKEN | DF_TEXT_START : 0, out, tail_open);
-}
-
-/* transformers' clean_up_tokenization, the same replacements in the same order */
-static const struct { const char *from, *to; } CLEANUP[] = {
-    { " .", "." }, { " ?", "?" }, { " !", "!" }, { " ,", "," }, { " ' ", "'" },
-    { " n't", "n't" }, { " 'm", "'m" }, { " 's", "'s" }, { " 've", "'ve" }, { " 're", "'re" },
-};
-
-void tk_cleanup_spaces(tk_buf *b, size_t from)
-{
-    for (size_t k = 0; k < sizeof CLEANUP / sizeof *CLEANUP; k++) {
-        size_t fl = strlen(CLEANUP[k].from), tl = strlen(CLEANUP[k].to), r = from, w = from;
-        while (r < b->n) {
-            if (r + fl <= b->n && !memcmp(b->p + r, CLEANUP[k].from, fl)) {
-                memmove(b->p + w, CLEANUP[k].to, tl);
-                w += tl;
-                r += fl;
-            } else {
-                b->p[w++] = b->p[r++];
-            }
-        }
-        b->n = w;
-        if (b->p) b->p[w] = 0;
-    }
 }
 
 int lunar_tokenizer_decode(const lunar_tokenizer_t *t, const int32_t *ids, size_t n, int skip_special, char **text,
@@ -330,12 +323,13 @@ int lunar_tokenizer_decode(const lunar_tokenizer_t *t, const int32_t *ids, size_
     tk_buf out = { 0 };
     *text = NULL;
     if (len) *len = 0;
-    int rc = decode_impl(t, ids, n, skip_special != 0, DF_FIRST_TOKEN | DF_TEXT_START, &out, NULL);
+    dscratch x = { 0 };
+    int rc = decode_impl(t, &x, ids, n, skip_special != 0, DF_FIRST_TOKEN | DF_TEXT_START | DF_TEXT_END, &out, NULL);
+    dscratch_free(&x);
     if (rc) {
         free(out.p);
         return rc;
     }
-    if (t->cleanup) tk_cleanup_spaces(&out, 0);
     *text = out.p;
     if (len) *len = out.n;
     return 0;
@@ -346,9 +340,10 @@ struct lunar_detok {
     const lunar_tokenizer_t *t;
     bool skip, first_tok, first_text;
     tk_ivec win;   /* ids whose text is not final yet */
-    tk_buf raw;    /* final text held back for clean-up */
+    tk_buf raw;    /* final text not yet handed out */
     tk_buf out;    /* what the last call returned */
-    tk_buf tmp;
+    tk_buf tmp, pre;
+    dscratch x;
 };
 
 int lunar_detok_create(const lunar_tokenizer_t *t, int skip_special, lunar_detok_t **out)
@@ -368,33 +363,37 @@ void lunar_detok_free(lunar_detok_t *d)
     free(d->raw.p);
     free(d->out.p);
     free(d->tmp.p);
+    free(d->pre.p);
+    dscratch_free(&d->x);
     free(d);
 }
 
-/* Where committed text may be cut for clean-up: no pattern (all start with a space and are at
- * most 4 bytes) may straddle the cut, so the 4 bytes before it hold no space or quote. */
-static size_t cleanup_cut(const tk_buf *r)
+/* A Strip with stop > 0 after a Fuse removes content at the end of the whole text, which a
+ * stream only knows at flush: until then that many trailing copies of it are held back. */
+static size_t end_strip(const lunar_detok_t *d, const tk_buf *r, int max)
 {
-    size_t c = r->n;
-    while (c > 0) {
-        size_t bad = SIZE_MAX;
-        for (size_t i = c >= 4 ? c - 4 : 0; i < c; i++)
-            if (r->p[i] == ' ' || r->p[i] == '\'') bad = i;
-        if (bad == SIZE_MAX) return c;
-        c = bad; /* try cutting just before it */
+    const tk_dec *st = NULL;
+    bool fused = false;
+    for (size_t k = 0; k < d->t->n_decs; k++) {
+        const tk_dec *x = &d->t->decs[k];
+        if (x->type == TK_D_FUSE || x->type == TK_D_BYTELEVEL) fused = true;
+        if (x->type == TK_D_STRIP && fused && x->stop > 0) st = x;
     }
-    return 0;
+    size_t e = r->n;
+    for (int k = 0; st && k < (max < 0 ? st->stop : max) && e >= st->an && !memcmp(r->p + e - st->an, st->a, st->an); k++)
+        e -= st->an;
+    return r->n - e;
 }
 
 static int emit(lunar_detok_t *d, bool final, const char **text, size_t *len)
 {
+    size_t hold = end_strip(d, &d->raw, -1);
     d->out.n = 0;
-    size_t cut = final || !d->t->cleanup ? d->raw.n : cleanup_cut(&d->raw);
-    int rc = tk_buf_put(&d->out, d->raw.p ? d->raw.p : "", cut);
+    int rc = tk_buf_put(&d->out, d->raw.p ? d->raw.p : "", d->raw.n - hold);
     if (rc) return rc;
-    if (d->t->cleanup) tk_cleanup_spaces(&d->out, 0);
-    memmove(d->raw.p, d->raw.p + cut, d->raw.n - cut);
-    d->raw.n -= cut;
+    if (final) hold = 0; /* stripped: decode(all) ends without them */
+    if (hold) memmove(d->raw.p, d->raw.p + d->raw.n - hold, hold);
+    d->raw.n = hold;
     *text = d->out.p;
     *len = d->out.n;
     return 0;
@@ -405,18 +404,17 @@ static int commit(lunar_detok_t *d, bool final)
     bool open = false;
     d->tmp.n = 0;
     int fl = (d->first_tok ? DF_FIRST_TOKEN : 0) | (d->first_text ? DF_TEXT_START : 0);
-    int rc = decode_impl(d->t, d->win.p, d->win.n, d->skip, fl, &d->tmp, &open);
+    int rc = decode_impl(d->t, &d->x, d->win.p, d->win.n, d->skip, fl, &d->tmp, &open);
     if (rc) return rc;
     if (open && !final) return 0;
     if ((rc = tk_buf_put(&d->raw, d->tmp.p, d->tmp.n))) return rc;
     if (d->first_text && d->win.n) {
         /* the text has started once the window holds text before the start-only strip: a
          * Strip that ate the window's only character has still done its work */
-        tk_buf pre = { 0 };
-        rc = decode_impl(d->t, d->win.p, d->win.n, d->skip, fl & ~DF_TEXT_START, &pre, NULL);
-        if (!rc && pre.n) d->first_text = false;
-        free(pre.p);
+        d->pre.n = 0;
+        rc = decode_impl(d->t, &d->x, d->win.p, d->win.n, d->skip, fl & ~DF_TEXT_START, &d->pre, NULL);
         if (rc) return rc;
+        if (d->pre.n) d->first_text = false;
     }
     if (d->win.n) d->first_tok = false;
     d->win.n = 0;
@@ -430,11 +428,22 @@ int lunar_detok_push(lunar_detok_t *d, int32_t id, const char **text, size_t *le
     *len = 0;
     if (id < 0 || (size_t)id >= t->n_ids || t->str_off[id] == UINT32_MAX)
         return lunar_error(LUNAR_ERANGE, "tokenizer: id %d is outside the vocabulary (%zu ids)", id, t->n_ids);
-    if (d->skip && (t->flags[id] & TK_F_SPECIAL)) return 0;
+    if (d->skip && (t->flags[id] & (TK_F_SPECIAL | TK_F_DECNORM)) == TK_F_SPECIAL) return 0;
     int rc = tk_ivec_push(&d->win, id);
     if (!rc) rc = commit(d, false);
     if (!rc) rc = emit(d, false, text, len);
     return rc;
+}
+
+int lunar_detok_prime(lunar_detok_t *d, const int32_t *ids, size_t n)
+{
+    const char *text;
+    size_t len;
+    for (size_t i = 0; i < n; i++) {
+        int rc = lunar_detok_push(d, ids[i], &text, &len);
+        if (rc) return rc;
+    }
+    return 0;
 }
 
 int lunar_detok_flush(lunar_detok_t *d, const char **text, size_t *len)

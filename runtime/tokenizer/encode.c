@@ -29,16 +29,16 @@ typedef struct { const char *p; uint32_t n; bool first; } tk_piece;
 typedef struct { tk_piece *p; size_t n, cap; } tk_pvec;
 typedef struct { uint32_t s, e; bool m; } tk_span;
 typedef struct { int32_t id, prev, next, rank, nid; } tk_sym;
-typedef struct { int32_t rank, pos, id; } tk_hent;
+typedef struct { int32_t rank, pos, id, a, b; } tk_hent; /* a, b: the pair's ids when pushed */
 
+/* word -> ids cache, direct-mapped; an entry is one malloc'd block (ids then word bytes),
+ * replaced on collision. Words up to 256 bytes are cached, as in HF's BPE cache. */
 #define CACHE_SLOTS 16384
-#define CACHE_WORD 46
-#define CACHE_IDS 12
+#define CACHE_WORD 256
 typedef struct {
     uint64_t h;
-    uint8_t wn, nids;
-    char w[CACHE_WORD];
-    int32_t ids[CACHE_IDS];
+    uint32_t wn, nids;
+    int32_t *data;
 } tk_cslot;
 
 typedef struct tk_chunk { struct tk_chunk *next; size_t used, cap; char data[]; } tk_chunk;
@@ -101,6 +101,8 @@ void tk_ctx_free(tk_ctx *c)
     free(c->sp);
     free(c->sy);
     free(c->hp);
+    if (c->cache)
+        for (size_t i = 0; i < CACHE_SLOTS; i++) free(c->cache[i].data);
     free(c->cache);
     free(c->ids.p);
     free(c);
@@ -231,35 +233,76 @@ static bool is_ws(uint32_t c)
            (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
 }
 
-/* Rust's char::is_alphanumeric: Alphabetic or Numeric; letters, marks that are alphabetic and
- * numbers approximate it well enough for single_word's boundary test. */
-static bool is_alnum(uint32_t c)
+/* Rust regex's \\w, which HF's single_word test uses: Alphabetic, marks, decimal digits,
+ * connector punctuation and the joiners (letters and letter numbers stand for Alphabetic). */
+static bool is_word(uint32_t c)
 {
-    if (c < 0x80) return (c >= '0' && c <= '9') || ((c | 32) >= 'a' && (c | 32) <= 'z');
+    if (c < 0x80) return (c >= '0' && c <= '9') || ((c | 32) >= 'a' && (c | 32) <= 'z') || c == '_';
+    if (c == 0x200C || c == 0x200D) return true;
     utf8proc_category_t k = utf8proc_category((utf8proc_int32_t)c);
-    return (k >= UTF8PROC_CATEGORY_LU && k <= UTF8PROC_CATEGORY_LO) ||
-           (k >= UTF8PROC_CATEGORY_ND && k <= UTF8PROC_CATEGORY_NO);
+    return (k >= UTF8PROC_CATEGORY_LU && k <= UTF8PROC_CATEGORY_NL) || k == UTF8PROC_CATEGORY_PC;
 }
 
 /* ---- normalizers --------------------------------------------------------------------- */
-/* True when NFC/NFKC/NFD/NFKD provably leave the text unchanged: no codepoint at or above
- * `from` has a decomposition, a non-zero combining class or a part in a composition pair
- * (Hangul jamo compose algorithmically, so they always take the slow path). */
-static bool norm_inert(const char *s, size_t n, uint32_t from)
+/* Unicode normalization is local: a character that has no decomposition the form applies,
+ * combining class 0 and cannot be the second half of a composition starts a stretch that
+ * normalizes independently of what precedes it. So only the runs of "unsafe" characters, each
+ * with the character before it (which may be the first half of a composition), go through
+ * utf8proc; everything else is copied. Most CJK, kana, Hangul and Latin-1 text has no unsafe
+ * character at all and is left untouched. */
+static bool self_stable(uint32_t cp, int opt)
 {
-    for (size_t i = 0; i < n;) {
-        if ((uint8_t)s[i] < 0x80) { i++; continue; }
+    utf8proc_int32_t buf[32];
+    int last = 0;
+    utf8proc_ssize_t n = utf8proc_decompose_char((utf8proc_int32_t)cp, buf, 32, (utf8proc_option_t)((opt & ~UTF8PROC_COMPOSE) | UTF8PROC_DECOMPOSE), &last);
+    if (n < 0 || n > 32) return false;
+    if (opt & UTF8PROC_COMPOSE) n = utf8proc_normalize_utf32(buf, n, (utf8proc_option_t)opt);
+    return n == 1 && (uint32_t)buf[0] == cp;
+}
+
+static bool unsafe_cp(uint32_t cp, int opt)
+{
+    const utf8proc_property_t *p = utf8proc_get_property((utf8proc_int32_t)cp);
+    if (p->combining_class) return true;
+    if (p->comb_index != UINT16_MAX && p->comb_index >= 0x8000) return true; /* second half of a pair */
+    if (cp >= 0x1160 && cp <= 0x11FF) return true;                              /* Hangul V/T jamo */
+    if (cp >= 0xAC00 && cp <= 0xD7A3) return !(opt & UTF8PROC_COMPOSE);         /* syllables decompose */
+    if (p->decomp_seqindex == UINT16_MAX) return false;
+    if (p->decomp_type && !(opt & UTF8PROC_COMPAT)) return false;               /* compat mapping, NFC/NFD */
+    return !self_stable(cp, opt);
+}
+
+static int norm_unicode(const tk_norm *nm, const char *s, size_t n, tk_buf *out, bool *same)
+{
+    int opt = UTF8PROC_STABLE | (nm->type == TK_N_NFC || nm->type == TK_N_NFKC ? UTF8PROC_COMPOSE : UTF8PROC_DECOMPOSE) |
+              (nm->type == TK_N_NFKC || nm->type == TK_N_NFKD ? UTF8PROC_COMPAT : 0);
+    size_t i = 0, copied = 0, prev = 0;
+    int rc = 0;
+    while (i < n) {
+        if ((uint8_t)s[i] < 0x80) { prev = i++; continue; }
         int l;
         uint32_t cp = u8cp(s + i, &l);
-        i += (size_t)l;
-        if (cp < from) continue;
-        const utf8proc_property_t *p = utf8proc_get_property((utf8proc_int32_t)cp);
-        if (p->decomp_seqindex != UINT16_MAX || p->combining_class || p->comb_index != UINT16_MAX ||
-            (cp >= 0x1100 && cp <= 0x11FF) || (cp >= 0xA960 && cp <= 0xA97F) || (cp >= 0xD7B0 && cp <= 0xD7FF) ||
-            (cp >= 0xAC00 && cp <= 0xD7A3))
-            return false;
+        if (!unsafe_cp(cp, opt)) { prev = i; i += (size_t)l; continue; }
+        size_t rs = prev < i && prev >= copied ? prev : i, j = i + (size_t)l;
+        while (j < n && (uint8_t)s[j] >= 0x80) {
+            uint32_t c2 = u8cp(s + j, &l);
+            if (!unsafe_cp(c2, opt)) break;
+            j += (size_t)l;
+        }
+        if ((rc = tk_buf_put(out, s + copied, rs - copied))) return rc;
+        utf8proc_uint8_t *r = NULL;
+        utf8proc_ssize_t m = utf8proc_map((const utf8proc_uint8_t *)s + rs, (utf8proc_ssize_t)(j - rs), &r, (utf8proc_option_t)opt);
+        if (m < 0) return lunar_error(LUNAR_EINVAL, "tokenizer: normalization failed: %s", utf8proc_errmsg(m));
+        rc = tk_buf_put(out, r, (size_t)m);
+        free(r);
+        if (rc) return rc;
+        copied = prev = i = j;
     }
-    return true;
+    if (!copied) {
+        *same = true;
+        return 0;
+    }
+    return tk_buf_put(out, s + copied, n - copied);
 }
 
 static int put_cp(tk_buf *b, uint32_t cp)
@@ -280,20 +323,8 @@ static int norm_one(const tk_norm *nm, tk_ctx *c, pcre2_match_data *md, const ch
     out->n = 0;
     *same = false;
     switch (nm->type) {
-    case TK_N_NFC: case TK_N_NFD: case TK_N_NFKC: case TK_N_NFKD: {
-        if (norm_inert(s, n, nm->type == TK_N_NFC ? 0x300 : 0x80)) {
-            *same = true;
-            return 0;
-        }
-        int opt = UTF8PROC_STABLE | (nm->type == TK_N_NFC || nm->type == TK_N_NFKC ? UTF8PROC_COMPOSE : UTF8PROC_DECOMPOSE) |
-                  (nm->type == TK_N_NFKC || nm->type == TK_N_NFKD ? UTF8PROC_COMPAT : 0);
-        utf8proc_uint8_t *r = NULL;
-        utf8proc_ssize_t m = utf8proc_map((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)n, &r, (utf8proc_option_t)opt);
-        if (m < 0) return lunar_error(LUNAR_EINVAL, "tokenizer: normalization failed: %s", utf8proc_errmsg(m));
-        rc = tk_buf_put(out, r, (size_t)m);
-        free(r);
-        return rc;
-    }
+    case TK_N_NFC: case TK_N_NFD: case TK_N_NFKC: case TK_N_NFKD:
+        return norm_unicode(nm, s, n, out, same);
     case TK_N_LOWER:
         for (size_t i = 0; i < n && !rc;) {
             uint8_t ch = (uint8_t)s[i];
@@ -306,7 +337,9 @@ static int norm_one(const tk_norm *nm, tk_ctx *c, pcre2_match_data *md, const ch
             int l;
             uint32_t cp = u8cp(s + i, &l);
             i += (size_t)l;
-            rc = put_cp(out, (uint32_t)utf8proc_tolower((utf8proc_int32_t)cp));
+            /* Rust's char::to_lowercase: one-to-one except U+0130, whose lowercase is "i̇" */
+            if (cp == 0x130) rc = tk_buf_put(out, "i\xcc\x87", 3);
+            else rc = put_cp(out, (uint32_t)utf8proc_tolower((utf8proc_int32_t)cp));
         }
         return rc;
     case TK_N_PREPEND:
@@ -624,7 +657,7 @@ static int bpe_merge(const lunar_tokenizer_t *t, tk_ctx *c, size_t n)
     int rc;
     for (size_t i = 0; i + 1 < n; i++) {
         const tk_pent *e = tk_pmap_get(&t->merges, sy[i].id, sy[i + 1].id);
-        if (e && (rc = heap_push(c, &hn, (tk_hent){ e->rank, (int32_t)i, e->id }))) return rc;
+        if (e && (rc = heap_push(c, &hn, (tk_hent){ e->rank, (int32_t)i, e->id, sy[i].id, sy[i + 1].id }))) return rc;
     }
     for (size_t i = 0; i < n; i++) sy[i].rank = 1; /* rank reused as "alive" */
     while (hn) {
@@ -632,19 +665,24 @@ static int bpe_merge(const lunar_tokenizer_t *t, tk_ctx *c, size_t n)
         tk_sym *a = &sy[top.pos];
         if (!a->rank || a->next < 0) continue;
         int32_t j = a->next;
-        const tk_pent *e = tk_pmap_get(&t->merges, a->id, sy[j].id);
-        if (!e || e->id != top.id) continue;
+        const tk_pent *e;
+        /* HF's staleness test: the pair now at pos still merges into top.id; when the pair is
+         * unchanged since the push that holds without a lookup */
+        if (a->id != top.a || sy[j].id != top.b) {
+            e = tk_pmap_get(&t->merges, a->id, sy[j].id);
+            if (!e || e->id != top.id) continue;
+        }
         a->id = top.id;
         a->next = sy[j].next;
         sy[j].rank = 0;
         if (a->next >= 0) sy[a->next].prev = top.pos;
         if (a->prev >= 0) {
             e = tk_pmap_get(&t->merges, sy[a->prev].id, a->id);
-            if (e && (rc = heap_push(c, &hn, (tk_hent){ e->rank, a->prev, e->id }))) return rc;
+            if (e && (rc = heap_push(c, &hn, (tk_hent){ e->rank, a->prev, e->id, sy[a->prev].id, a->id }))) return rc;
         }
         if (a->next >= 0) {
             e = tk_pmap_get(&t->merges, a->id, sy[a->next].id);
-            if (e && (rc = heap_push(c, &hn, (tk_hent){ e->rank, top.pos, e->id }))) return rc;
+            if (e && (rc = heap_push(c, &hn, (tk_hent){ e->rank, top.pos, e->id, a->id, sy[a->next].id }))) return rc;
         }
     }
     return 0;
@@ -669,8 +707,8 @@ static int bpe_word(const lunar_tokenizer_t *t, tk_ctx *c, const char *s, size_t
     if (n <= CACHE_WORD) {
         h = tk_hash(s, n);
         slot = &c->cache[h & (CACHE_SLOTS - 1)];
-        if (slot->h == h && slot->wn == n && slot->nids && !memcmp(slot->w, s, n))
-            return tk_ivec_append(out, slot->ids, slot->nids);
+        if (slot->h == h && slot->wn == n && slot->data && !memcmp(slot->data + slot->nids, s, n))
+            return tk_ivec_append(out, slot->data, slot->nids);
     }
     int rc = sym_reserve(c, n + 1);
     if (rc) return rc;
@@ -679,7 +717,9 @@ static int bpe_word(const lunar_tokenizer_t *t, tk_ctx *c, const char *s, size_t
     bool unk = false;
     for (size_t i = 0; i < n;) {
         size_t cl = t->bytelevel ? 1 : (size_t)u8len((uint8_t)s[i]);
-        int32_t id = t->bytelevel ? t->byte_id[(uint8_t)s[i]] : tk_smap_get(&t->bpe, s + i, cl);
+        int32_t id = t->bytelevel ? t->byte_id[(uint8_t)s[i]]
+                     : cl == 1    ? t->ascii_id[(uint8_t)s[i]]
+                                  : tk_smap_get(&t->bpe, s + i, cl);
         if (id >= 0) {
             if (unk) { sym_add(sy, &ns, t->unk_model); unk = false; }
             sym_add(sy, &ns, id);
@@ -701,12 +741,13 @@ static int bpe_word(const lunar_tokenizer_t *t, tk_ctx *c, const char *s, size_t
     for (int32_t i = ns ? 0 : -1; i >= 0; i = c->sy[i].next)
         if ((rc = tk_ivec_push(out, c->sy[i].id))) return rc;
     size_t k = out->n - before;
-    if (slot && k && k <= CACHE_IDS) {
-        slot->h = h;
-        slot->wn = (uint8_t)n;
-        slot->nids = (uint8_t)k;
-        memcpy(slot->w, s, n);
-        memcpy(slot->ids, out->p + before, k * sizeof(int32_t));
+    if (slot && k) {
+        int32_t *d = realloc(slot->data, k * sizeof(int32_t) + n);
+        if (d) {
+            memcpy(d, out->p + before, k * sizeof(int32_t));
+            memcpy(d + k, s, n);
+            *slot = (tk_cslot){ h, (uint32_t)n, (uint32_t)k, d };
+        }
     }
     return 0;
 }
@@ -752,8 +793,8 @@ static int split_added(const lunar_tokenizer_t *t, tk_ctx *c, const tk_trie *tr,
         if ((flags & LUNAR_TOK_SPLIT_SPECIAL) && a->special) continue;
         if (a->single_word) {
             int l;
-            bool sw = ms == 0 || !is_alnum(u8last(s, ms, &l));
-            bool ew = me == n || !is_alnum(u8cp(s + me, &l));
+            bool sw = ms == 0 || !is_word(u8last(s, ms, &l));
+            bool ew = me == n || !is_word(u8cp(s + me, &l));
             if (!sw || !ew) continue;
         }
         if (a->lstrip) {
@@ -824,7 +865,7 @@ static int encode_ctx(const lunar_tokenizer_t *t, tk_ctx *c, const char *text, s
     if (rc) return rc;
     *ids = malloc((c->ids.n ? c->ids.n : 1) * sizeof **ids);
     if (!*ids) return lunar_error(LUNAR_ENOMEM, "tokenizer: out of memory");
-    memcpy(*ids, c->ids.p, c->ids.n * sizeof **ids);
+    if (c->ids.n) memcpy(*ids, c->ids.p, c->ids.n * sizeof **ids); /* p is NULL while empty */
     *n = c->ids.n;
     return 0;
 }

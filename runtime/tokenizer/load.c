@@ -57,6 +57,7 @@ int tk_ivec_push(tk_ivec *v, int32_t x)
 
 int tk_ivec_append(tk_ivec *v, const int32_t *x, size_t n)
 {
+    if (!n) return 0;
     if (v->n + n > v->cap) {
         size_t cap = v->cap ? v->cap : 64;
         while (cap < v->n + n) cap *= 2;
@@ -472,6 +473,10 @@ static int parse_prepend_scheme(const cJSON *o)
     return jbool(o, "add_prefix_space", true) ? TK_PREPEND_ALWAYS : TK_PREPEND_NEVER;
 }
 
+#define RUST_W_INNER "\\p{L}\\p{Nl}\\p{M}\\p{Nd}\\p{Pc}\\x{200C}\\x{200D}"
+#define RUST_W "[" RUST_W_INNER "]"
+#define RUST_WS_INNER "\\t-\\r \\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
+
 /* The GPT-2 pattern the ByteLevel pre-tokenizer splits with when use_regex is true. */
 static const char GPT2_RE[] =
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
@@ -514,15 +519,18 @@ static int parse_pre(lunar_tokenizer_t *t, const cJSON *n, const char *path)
         return regex_pre(t, GPT2_RE, TK_B_ISOLATED, false, "ByteLevel pre-tokenizer");
     }
     if (!strcmp(type, "Digits"))
-        return regex_pre(t, jbool(n, "individual_digits", false) ? "[0-9]" : "[0-9]+", TK_B_ISOLATED, false,
+        /* Rust's char::is_numeric: Unicode Nd, Nl and No */
+        return regex_pre(t, jbool(n, "individual_digits", false) ? "\\p{N}" : "\\p{N}+", TK_B_ISOLATED, false,
                          "Digits pre-tokenizer");
     if (!strcmp(type, "Punctuation")) {
         int beh = parse_behavior(n, TK_B_ISOLATED, path);
         if (beh < 0) return beh;
         return regex_pre(t, "[\\p{P}!-/:-@\\[-`{-~]", beh, false, "Punctuation pre-tokenizer");
     }
-    if (!strcmp(type, "Whitespace")) return regex_pre(t, "\\w+|[^\\w\\s]+", TK_B_REMOVED, true, "Whitespace");
-    if (!strcmp(type, "WhitespaceSplit")) return regex_pre(t, "\\s+", TK_B_REMOVED, false, "WhitespaceSplit");
+    /* HF writes these with Rust's regex crate / char::is_whitespace, whose \\w holds marks and
+     * whose whitespace is White_Space: PCRE2's \\w and \\s differ, so the classes are spelled out */
+    if (!strcmp(type, "Whitespace")) return regex_pre(t, RUST_W "+|[^" RUST_W_INNER RUST_WS_INNER "]+", TK_B_REMOVED, true, "Whitespace");
+    if (!strcmp(type, "WhitespaceSplit")) return regex_pre(t, "[" RUST_WS_INNER "]+", TK_B_REMOVED, false, "WhitespaceSplit");
     if (!strcmp(type, "Metaspace")) {
         const char *r = jstr(n, "replacement");
         tk_pre pr = { .type = TK_P_METASPACE, .prepend_scheme = parse_prepend_scheme(n),
@@ -661,18 +669,32 @@ static int parse_post(lunar_tokenizer_t *t, const cJSON *n, const char *path)
     return rc ? rc : post_add(&t->post_suf, &t->n_post_suf, suf, nsuf, false);
 }
 
-static int parse_added(lunar_tokenizer_t *t, const cJSON *arr)
+/* Added tokens. As in HF's AddedVocabulary::add_tokens, a token whose content is already in
+ * the model's vocab takes that id (the file's "id" is only what it expects). */
+static int parse_added(lunar_tokenizer_t *t, const cJSON *arr, const cJSON *vocab)
 {
     const cJSON *it;
     size_t n = (size_t)cJSON_GetArraySize(arr);
     t->added = calloc(n ? n : 1, sizeof *t->added);
     if (!t->added) return lunar_error(LUNAR_ENOMEM, "tokenizer: out of memory");
+    tk_smap model = { 0 }; /* keys are the cJSON strings, alive until the load ends */
+    cJSON_ArrayForEach(it, vocab) {
+        int rc = tk_smap_put(&model, it->string, strlen(it->string), it->valueint);
+        if (rc) {
+            tk_smap_free(&model);
+            return rc;
+        }
+    }
     cJSON_ArrayForEach(it, arr) {
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "id");
         const char *c = jstr(it, "content");
-        if (!cJSON_IsNumber(id) || !c) return lunar_error(LUNAR_EFORMAT, "tokenizer.json: added token without id/content");
+        if (!cJSON_IsNumber(id) || !c) {
+            tk_smap_free(&model);
+            return lunar_error(LUNAR_EFORMAT, "tokenizer.json: added token without id/content");
+        }
         tk_added *a = &t->added[t->n_added++];
-        a->id = id->valueint;
+        int32_t in_model = tk_smap_get(&model, c, strlen(c));
+        a->id = in_model >= 0 ? in_model : id->valueint;
         a->n = strlen(c);
         a->s = dupn(c, a->n);
         a->special = jbool(it, "special", false);
@@ -681,9 +703,13 @@ static int parse_added(lunar_tokenizer_t *t, const cJSON *arr)
         a->single_word = jbool(it, "single_word", false);
         a->normalized = jbool(it, "normalized", !a->special);
         int rc = tk_set_token(t, a->id, c, a->n);
-        if (rc) return rc;
+        if (rc) {
+            tk_smap_free(&model);
+            return rc;
+        }
         t->flags[a->id] |= TK_F_ADDED | (a->special ? TK_F_SPECIAL : 0);
     }
+    tk_smap_free(&model);
     return 0;
 }
 
@@ -700,6 +726,7 @@ int tk_build_tries(lunar_tokenizer_t *t)
                 free(b.p);
                 return rc;
             }
+            if (b.n != a->n || memcmp(b.p, a->s, a->n)) t->flags[a->id] |= TK_F_DECNORM;
             free(a->s);
             a->s = b.p ? b.p : dupn("", 0);
             a->n = b.n;
@@ -784,6 +811,10 @@ static int build_bpe(lunar_tokenizer_t *t, const cJSON *m, const char *path)
             if (t->byte_id[b] >= 0) t->flags[t->byte_id[b]] |= TK_F_BYTE;
         }
     }
+    for (int b = 0; b < 128; b++) {
+        char k = (char)b;
+        t->ascii_id[b] = tk_smap_get(&t->bpe, &k, 1);
+    }
     const char *unk = jstr(m, "unk_token");
     t->unk_model = unk ? tk_smap_get(&t->vocab, unk, strlen(unk)) : -1;
 
@@ -841,7 +872,8 @@ int tk_load_json(lunar_tokenizer_t *t, const char *path)
         !(rc = parse_decoder(t, cJSON_GetObjectItemCaseSensitive(j, "decoder"), path)) &&
         !(rc = parse_post(t, cJSON_GetObjectItemCaseSensitive(j, "post_processor"), path)) &&
         !(rc = parse_vocab(t, m, path)) &&
-        !(rc = parse_added(t, cJSON_GetObjectItemCaseSensitive(j, "added_tokens"))) &&
+        !(rc = parse_added(t, cJSON_GetObjectItemCaseSensitive(j, "added_tokens"),
+                           cJSON_GetObjectItemCaseSensitive(m, "vocab"))) &&
         !(rc = tk_build_vocab_map(t)) && !(rc = build_bpe(t, m, path)))
         rc = tk_build_tries(t);
     if (!rc)
@@ -971,7 +1003,6 @@ int tk_load_configs(lunar_tokenizer_t *t, const char *dir)
     }
     t->add_bos = t->n_post_pre && t->post_pre[0] == t->bos && t->bos >= 0;
     t->add_eos = add_eos;
-    t->cleanup = jbool(cfg, "clean_up_tokenization_spaces", false);
 
     if ((rc = push_eos(t, t->eos))) goto out;
     const cJSON *ge = cJSON_GetObjectItemCaseSensitive(gen, "eos_token_id"), *it;

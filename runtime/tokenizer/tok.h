@@ -3,7 +3,7 @@
  *   load.c    tokenizer.json / configs -> this struct
  *   spm.c     sentencepiece tokenizer.model (protobuf) -> the same struct, sp-style BPE
  *   encode.c  added tokens, normalizers, pre-tokenizers, BPE, post-processor, batch threads
- *   decode.c  decoder chain, skip_special, clean-up, streaming detokenizer
+ *   decode.c  decoder chain, skip_special, streaming detokenizer
  *
  * Everything is built once at load and read-only afterwards; per-call scratch lives in a
  * tk_ctx taken from a mutex-guarded pool so encode never allocates on a warm path.
@@ -105,6 +105,7 @@ struct lunar_tokenizer {
     bool bytelevel, byte_fallback, fuse_unk, ignore_merges;
     int32_t unk_model;                 /* model's unk_token id or -1 */
     int32_t byte_id[256];              /* bytelevel: id of each single byte; else <0xXX> ids */
+    int32_t ascii_id[128];             /* not bytelevel: id of each one-character ASCII token */
 
     tk_added *added; size_t n_added;
     tk_trie trie_raw, trie_norm;
@@ -113,7 +114,6 @@ struct lunar_tokenizer {
     tk_pre *pres; size_t n_pres;
     tk_dec *decs; size_t n_decs; bool has_decoder;
     int32_t *post_pre, *post_suf; size_t n_post_pre, n_post_suf;
-    bool cleanup;                      /* clean_up_tokenization_spaces */
 
     tk_spm *spm;                       /* non-NULL for tokenizer.model */
 
@@ -126,7 +126,10 @@ struct lunar_tokenizer {
     tk_ctx **pool; size_t n_pool, cap_pool;
 };
 
-enum { TK_F_ADDED = 1, TK_F_SPECIAL = 2, TK_F_BYTE = 4 };
+/* TK_F_DECNORM: an added token with normalized=true whose content the normalizer changes
+ * (TinyStories' "<unk>" is stored as "▁<unk>"). HF's decode uses that normalized string for it
+ * and, since the string is not in its special set, never skips it; decode.c does the same. */
+enum { TK_F_ADDED = 1, TK_F_SPECIAL = 2, TK_F_BYTE = 4, TK_F_DECNORM = 8 };
 
 /* load.c */
 int tk_load_json(lunar_tokenizer_t *t, const char *path);
@@ -149,10 +152,5 @@ void tk_ctx_put(const lunar_tokenizer_t *t, tk_ctx *c);
 void tk_ctx_free(tk_ctx *c);
 int tk_utf8_check(const char *s, size_t n, size_t *bad);
 int tk_normalize(const lunar_tokenizer_t *t, const char *s, size_t n, tk_buf *out);
-
-/* decode.c */
-int tk_decode_range(const lunar_tokenizer_t *t, const int32_t *ids, size_t n, bool skip_special,
-                    bool first, tk_buf *out, bool *tail_open);
-void tk_cleanup_spaces(tk_buf *b, size_t from);
 
 #endif

@@ -31,8 +31,96 @@ static void frequencies(lunar_sampler_t *s, const float *row, const lunar_sampli
     }
 }
 
+/* The reference sampler: sort every candidate, cut, draw — the textbook algorithm. */
+static const float *ref_p;
+static int ref_cmp(const void *a, const void *b)
+{
+    int32_t i = *(const int32_t *)a, j = *(const int32_t *)b;
+    if (ref_p[i] != ref_p[j]) return ref_p[i] > ref_p[j] ? -1 : 1;
+    return (i > j) - (i < j);
+}
+
+static int ref_sample(const float *row, int n_vocab, const lunar_sampling_params_t *p, double u01)
+{
+    float *q = malloc((size_t)n_vocab * sizeof *q);
+    int32_t *idx = malloc((size_t)n_vocab * sizeof *idx);
+    float m = row[0];
+    for (int v = 1; v < n_vocab; v++)
+        if (row[v] > m) m = row[v];
+    int n = 0;
+    for (int v = 0; v < n_vocab; v++) {
+        q[v] = expf((row[v] - m) * (1.0f / p->temperature));
+        if (q[v] > 0 && q[v] >= p->min_p) idx[n++] = v;
+    }
+    double total = 0;
+    if (p->top_k > 0 && p->top_k < n) {
+        ref_p = q;
+        qsort(idx, (size_t)n, sizeof *idx, ref_cmp);
+        n = p->top_k;
+        for (int i = 0; i < n; i++) total += q[idx[i]];
+    } else {
+        for (int i = 0; i < n; i++) total += q[idx[i]];
+        ref_p = q;
+        if (p->top_p < 1) qsort(idx, (size_t)n, sizeof *idx, ref_cmp); /* else: id order */
+    }
+    if (p->top_p < 1) {
+        double cum = 0, want = p->top_p * total;
+        int keep = 0;
+        while (keep < n && (keep == 0 || cum < want)) cum += q[idx[keep++]];
+        n = keep;
+        total = cum;
+    }
+    double u = u01 * total, cum = 0;
+    int tok = idx[n - 1];
+    for (int i = 0; i < n; i++) {
+        cum += q[idx[i]];
+        if (u < cum) {
+            tok = idx[i];
+            break;
+        }
+    }
+    free(q);
+    free(idx);
+    return tok;
+}
+
+/* top-k / top-p select only the best candidates; the draw must equal the full sort's. */
+static void test_against_full_sort(void)
+{
+    enum { BIG = 5000 };
+    lunar_sampler_t s;
+    CHECK_EQ_INT(lunar_sampler_init(&s, BIG), 0);
+    static float row[BIG];
+    uint64_t st = 99;
+    int mismatches = 0, cases = 0;
+    const int ks[] = {-1, 1, 5, 50, 1000};
+    const float ps[] = {1.0f, 0.3f, 0.9f, 0.99f};
+    for (int r = 0; r < 200; r++) {
+        for (int v = 0; v < BIG; v++) {
+            st = st * 6364136223846793005ull + 1442695040888963407ull;
+            row[v] = (float)((st >> 40) & 0xffff) / 4096.0f; /* 0..16, many ties */
+        }
+        lunar_sampling_params_t p;
+        lunar_sampling_params_default(&p);
+        p.temperature = r % 2 ? 0.7f : 1.3f;
+        p.top_k = ks[r % 5];
+        p.top_p = ps[(r / 5) % 4];
+        p.min_p = r % 7 == 0 ? 0.05f : 0.0f;
+        for (int pos = 0; pos < 5; pos++, cases++) {
+            lunar_sample_input_t in = {.params = &p, .seed = (uint64_t)r, .num_output = pos};
+            int got = lunar_sampler_sample(&s, row, &in);
+            int want = ref_sample(row, BIG, &p, lunar_sampler_uniform((uint64_t)r, 0, pos));
+            mismatches += got != want;
+        }
+    }
+    CHECK_EQ_INT(mismatches, 0);
+    printf("top-k/top-p against a full sort: %d draws, %d mismatches\n", cases, mismatches);
+    lunar_sampler_destroy(&s);
+}
+
 int main(void)
 {
+    test_against_full_sort();
     lunar_sampler_t s;
     CHECK_EQ_INT(lunar_sampler_init(&s, V), 0);
     float row[V];

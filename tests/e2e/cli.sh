@@ -34,4 +34,14 @@ expect_contains "$out" "boom" "failing script's error is shown"
 out=$("$LUNAR_BIN" run "$tmp/missing.lua" 2>&1) ; expect_rc 1 "missing script"
 expect_contains "$out" "missing.lua" "missing script is named"
 
+# after `cmake --install` lunar finds its Lua modules and built-in templates beside itself,
+# whatever the working directory
+cmake --install "$LUNAR_BUILD" --prefix "$tmp/inst" > "$tmp/install.log" 2>&1 ; expect_rc 0 "cmake --install"
+out=$(cd / && "$tmp/inst/bin/lunar" generate "$LUNAR_SHARED/models/stories260K" --prompt "Once upon a time" --max-tokens 8 --temperature 0 2>&1)
+expect_rc 0 "the installed lunar generates"
+expect_contains "$out" "Once upon a time, there was a little girl" "installed lunar: same greedy text"
+echo '[{"role":"user","content":"hi"}]' > "$tmp/m.json"
+out=$(cd / && "$tmp/inst/bin/lunar" template render --template chatml --messages "$tmp/m.json" 2>&1)
+expect_contains "$out" "<|im_start|>user" "installed lunar: built-in templates found"
+
 finish

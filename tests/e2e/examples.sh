@@ -11,6 +11,11 @@ expect_contains "$out" "finish_reason=" "offline_batch prints the finish reason"
 out=$(cd "$LUNAR_SRC" && "$LUNAR_BIN" run examples/logits_processor.lua "$M" 2>&1); expect_rc 0 "logits_processor runs"
 expect_contains "$out" "no 'e':" "logits_processor prints the constrained text"
 
+out=$(cd "$LUNAR_SRC" && "$LUNAR_BIN" run examples/chat_template.lua "$M" 2>&1); expect_rc 0 "chat_template runs"
+expect_contains "$out" $'Q: Who is Lily?\nA: Lily is a little girl.\nQ: What did she find?\nA:' "chat_template renders the custom template"
+expect_contains "$out" "chat_template:5:" "chat_template shows a template error with its line"
+expect_contains "$out" "unknown role narrator" "chat_template shows the template's message"
+
 out=$("$LUNAR_BIN" generate "$M" --prompt "Once upon a time" --temperature 0 --max-tokens 16 2>&1); expect_rc 0 "generate"
 expect_contains "$out" "Once upon a time, " "generate prints prompt and continuation"
 out=$("$LUNAR_BIN" generate "$M" --prompt "x" --top-p 2 2>&1); expect_rc 1 "generate rejects top_p 2"

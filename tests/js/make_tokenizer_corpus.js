@@ -120,6 +120,18 @@ const cat = {
     "", "\u0001\u0002\u0003", "\u007f", "\uFEFFbom", "\uFFFD", "\uE000 private use", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 𝕞𝕒𝕥𝕙", "\u{10FFFF}",
     "'s 't 're 've 'm 'll 'd", "'S 'T 'RE", "''''", "...", "!!!???", "—–-", "«»‹›„“", "   ' s", "hello ' world", "don 't",
   ],
+  // the synthetic variants' added tokens (lstrip "<mask>", rstrip "[R]", single_word "world",
+  // normalized "Hello", lstrip+rstrip "é") and user-defined sentencepiece pieces
+  added_strip: [
+    "a <mask> b", "x  <mask>y", "<mask><mask>", "\t<mask>\n", "[R]  y", "[R]\n\nz", "a[R] [R]b", "hello world",
+    "helloworld", "world!", "_world", "world_", "1world", "(world)", "café é  é", "é", " é ", "Hello there Hello",
+    "HelloHello", "New York<tool>", "<tool> 😀 <tool>", "thing ing ings", "the other theme",
+  ],
+  unicode_more: [
+    "\u0085NEL", "a\u180Eb", "x\u2028y\u2029z", "\u000B\u000C", "\uAC00\u11A8", "\u304B\u3099", "\u30AB\u309A",
+    "①②③ ⅫⅣ ½ ¼", "ﾊﾝｶｸ ｶﾀｶﾅ", "㍻ ㎞ ℃", "ΟΔΟΣ ΣΟΦΟΣ", "𐐀𐐨 𝐀𝐁", "\u212B \u2126 \uF900", "Å Å A\u030A",
+    "\u0041\u0301\u0323 \u1E0B\u0323", "\u0915\u093C \u0958", "\tx\u00A0\u3000y\u202F",
+  ],
 };
 
 // special-token strings of the test models, alone and inside text

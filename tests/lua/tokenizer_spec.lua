@@ -1,6 +1,6 @@
 -- lunar.tokenizer from Lua: the binding's conventions (1-based arrays of 0-based ids, nil+err,
 -- options tables) on the shared stories260K model, whose ids are checked against Hugging Face
--- in tests/c/test_tokenizer.c; here the reference is its fixture file.
+-- in tests/c/test_tokenizer.c; here the reference is its fixture from Python tokenizers.
 local T = require "lunar.tokenizer"
 local cjson = require "cjson"
 
@@ -18,7 +18,7 @@ end
 describe("lunar.tokenizer", function()
   local tok = assert(T.load(dir))
   local corpus = cjson.decode(read(src .. "/tests/fixtures/tokenizer/corpus.json"))
-  local ref = cjson.decode(read(src .. "/tests/fixtures/tokenizer/lenml_stories260k.json"))
+  local ref = cjson.decode(read(src .. "/tests/fixtures/tokenizer/hf_stories260k.json"))
 
   it("loads a folder and exposes its special tokens", function()
     assert.are.equal(1, tok.bos_id)
@@ -84,5 +84,21 @@ describe("lunar.tokenizer", function()
       parts[#parts + 1] = s:flush()
       assert.are.equal(tok:decode(ids, { skip_special_tokens = true }), table.concat(parts))
     end
+  end)
+
+  it("decodes generated ids in the prompt's context after prime", function()
+    local prompt = tok:encode("Once upon a time", { add_special_tokens = true })
+    local gen = tok:encode("there was a dog", { add_special_tokens = false }) -- "▁there ..."
+    local all = {}
+    for _, id in ipairs(prompt) do all[#all + 1] = id end
+    for _, id in ipairs(gen) do all[#all + 1] = id end
+    local s = tok:stream { skip_special_tokens = true }
+    assert(s:prime(prompt))
+    local parts = {}
+    for _, id in ipairs(gen) do parts[#parts + 1] = s:push(id) end
+    parts[#parts + 1] = s:flush()
+    local full = tok:decode(all, { skip_special_tokens = true })
+    assert.are.equal("Once upon a time there was a dog", full)
+    assert.are.equal(" there was a dog", table.concat(parts))
   end)
 end)

@@ -76,8 +76,10 @@ return {
       max_num_seqs = o.max_num_seqs, max_num_batched_tokens = o.max_num_batched_tokens,
       enable_prefix_caching = o.enable_prefix_caching, enable_chunked_prefill = o.enable_chunked_prefill,
       kv_cache_memory_bytes = o.kv_cache_memory_bytes, num_threads = o.num_threads,
+      gpu_memory_utilization = o.gpu_memory_utilization, enforce_eager = o.enforce_eager,
       tensor_parallel_size = o.tensor_parallel_size, pipeline_parallel_size = o.pipeline_parallel_size,
       data_parallel_size = o.data_parallel_size, chat_template = o.chat_template,
+      chat_template_content_format = o.chat_template_content_format,
     })
     if not llm then fail(err) end
     -- the model's generation_config.json fills what the flags leave unset, as vLLM does

@@ -80,7 +80,10 @@ typedef int (*lunar_logits_hook_fn)(void *arg, uint64_t request_id, int seq_inde
 /* Plain values; pointers are read during lunar_engine_submit() and copied, so the caller may
  * free them on return. lunar_sampling_params_default() gives vLLM's defaults. */
 typedef struct lunar_sampling_params {
-    int n;                          /* sequences per request (1) */
+    int n;                          /* sequences per request (1); they share the prompt's
+                                     * full KV blocks; each recomputes the partial last block
+                                     * (< block_size tokens) instead of copying it, since the
+                                     * forward interface has no KV copy */
     float temperature;              /* 1.0; < 1e-5 = greedy */
     float top_p;                    /* 1.0 = off */
     int top_k;                      /* -1 (or 0) = off */
@@ -202,7 +205,8 @@ typedef struct lunar_event {
     const char *text;            /* UTF-8 delta, NUL-terminated ("" without a detokenizer) */
     int text_len;
     /* logprobs requested (N = num_top_logprobs >= 0), else NULL: */
-    const float *logprobs;       /* [num_tokens] logprob of each new token (raw model logits) */
+    const float *logprobs;       /* [num_tokens] logprob of each new token, from the model's
+                                  * row (after a logits hook; before penalties/temperature) */
     int num_top_logprobs;        /* N */
     const int32_t *top_ids;      /* [num_tokens * N], best first */
     const float *top_logprobs;   /* [num_tokens * N] */

@@ -26,6 +26,7 @@ typedef struct lunar_runner_options {
     int max_num_batched_tokens;  /* tokens one forward may carry (2048) */
     int max_num_seqs;            /* sequences one forward may carry (256) */
     int num_threads;             /* CPU threads; 0 = every core */
+    int enforce_eager;           /* CUDA: no CUDA graphs (--enforce-eager) */
 } lunar_runner_options_t;
 
 void lunar_runner_options_default(lunar_runner_options_t *o);
@@ -41,7 +42,8 @@ void lunar_runner_free(lunar_runner_t *r);
  * b->logits_indices. Invalid ids, slots or block tables are LUNAR_ERANGE naming the token. */
 int lunar_runner_forward(lunar_runner_t *r, const lunar_batch_t *b, float *logits);
 
-/* Bytes of KV cache one token takes on `backend` ("cpu": f32 K and V for every layer). */
+/* Bytes of KV cache one token takes on `backend` ("cpu": f32 K and V for every layer;
+ * "cuda": the model's dtype). */
 uint64_t lunar_runner_kv_bytes_per_token(const lunar_model_t *m, const char *backend);
 /* The engine's view of this runner. */
 void lunar_runner_forward_iface(lunar_runner_t *r, lunar_forward_iface_t *out);

@@ -34,7 +34,9 @@ void lunar_free(void *p);
 
 /* Flags of lunar_tokenizer_encode. */
 enum {
-    LUNAR_TOK_ADD_SPECIAL = 1,   /* add the special tokens of the post-processor / add_bos_token */
+    LUNAR_TOK_ADD_SPECIAL = 1,   /* add the post-processor's special tokens, and bos/eos where
+                                  * tokenizer_config's add_bos_token/add_eos_token ask (as
+                                  * transformers does, e.g. DeepSeek-V3's bos) */
     LUNAR_TOK_SPLIT_SPECIAL = 2, /* treat special-token strings in the text as plain text */
 };
 
@@ -47,14 +49,17 @@ void lunar_tokenizer_free(lunar_tokenizer_t *tok);
 int lunar_tokenizer_encode(const lunar_tokenizer_t *tok, const char *text, size_t len, int flags,
                            int32_t **ids, size_t *n);
 
-/* Encodes `count` texts on `nthreads` threads (0 = all cores). ids[i]/n[i] as in encode, each
- * freed by the caller with lunar_free. On failure nothing is returned (all freed) and the
- * message names the failing text's index. */
+/* Encodes `count` texts on `nthreads` threads (0 = all cores; the threads live for the call
+ * and share the work through an atomic counter). ids[i]/n[i] as in encode, each freed by the
+ * caller with lunar_free. On failure nothing is returned (all freed) and the message names
+ * the failing text's index. */
 int lunar_tokenizer_encode_batch(const lunar_tokenizer_t *tok, size_t count, const char *const *texts,
                                  const size_t *lens, int flags, int nthreads, int32_t **ids, size_t *n);
 
-/* Decodes ids to UTF-8 *text (NUL-terminated, caller frees with lunar_free), *len bytes.
- * skip_special drops special added tokens. Unknown ids are LUNAR_ERANGE. */
+/* Decodes ids to UTF-8 *text (NUL-terminated, caller frees with lunar_free), *len bytes, as
+ * Python tokenizers' decode does: skip_special drops special added tokens; invalid UTF-8 from
+ * byte tokens becomes U+FFFD; clean_up_tokenization_spaces is not applied (transformers 5
+ * ignores it for BPE tokenizers). Unknown ids are LUNAR_ERANGE. */
 int lunar_tokenizer_decode(const lunar_tokenizer_t *tok, const int32_t *ids, size_t n, int skip_special,
                            char **text, size_t *len);
 
@@ -94,6 +99,11 @@ int lunar_detok_create(const lunar_tokenizer_t *tok, int skip_special, lunar_det
 /* Adds `id`; *text and *len receive the newly final text (possibly empty), owned by the stream
  * and valid until its next call. */
 int lunar_detok_push(lunar_detok_t *d, int32_t id, const char **text, size_t *len);
+/* Feeds the prompt's ids without handing out their text, so the first generated id decodes in
+ * context (a sentencepiece word's leading space, a character split across the boundary).
+ * Afterwards pushes + flush return exactly the part of decode(prompt + generated ids) that
+ * follows the prompt's final text. Call before the first push. */
+int lunar_detok_prime(lunar_detok_t *d, const int32_t *ids, size_t n);
 /* Ends the stream: returns whatever is still held back. The stream can be reused afterwards
  * as a fresh one. */
 int lunar_detok_flush(lunar_detok_t *d, const char **text, size_t *len);

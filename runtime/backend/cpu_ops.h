@@ -1,23 +1,22 @@
 /*
- * runner/ops.h — the backend op set the model forward is written against.
- *
- * Every backend implements these with the same meaning; the CPU versions (cpu_ops.c) are the
- * reference the CUDA ones are tested against. Activations are row-major f32 [tokens][dim]
- * on the CPU; weights are lunar_tensor_t in f32/f16/bf16, Linear layout [out][in]. The KV
- * cache of a layer is K and V, each [num_blocks][block_size][num_kv_heads][head_dim].
+ * backend/cpu_ops.h — the CPU backend's ops, one per entry of backend.h's table (which states
+ * what each must compute); backend/cpu.c puts them in the table. Activations are row-major
+ * f32 [tokens][dim]; weights are lunar_tensor_t in f32/f16/bf16, Linear layout [out][in]. The
+ * KV cache of a layer is K and V, each [num_blocks][block_size][num_kv_heads][head_dim] f32.
  */
-#ifndef LUNAR_RUNNER_OPS_H
-#define LUNAR_RUNNER_OPS_H
+#ifndef LUNAR_BACKEND_CPU_OPS_H
+#define LUNAR_BACKEND_CPU_OPS_H
 
 #include <stdint.h>
 
+#include "backend/pool.h"
 #include "lunar/batch.h"
 #include "lunar/model.h"
-#include "runner/pool.h"
 
 typedef struct ops_ctx {
     pool_t *pool;
-    float **scratch;      /* per thread: GEMM_NB rows of max_k floats */
+    float **scratch;      /* per thread: GEMM_NB rows of max_k floats (+ head_dim) */
+    float *gather;        /* GEMM_TB rows of max_k floats: the rows op_logits multiplies */
     int max_k;
 } ops_ctx_t;
 
@@ -26,6 +25,9 @@ typedef struct ops_ctx {
 
 /* y[T][N] = x[T][K] · Wᵀ (+ bias[N]); W [N][K] any float dtype; bias f32 or NULL. */
 void op_gemm(ops_ctx_t *o, float *y, const float *x, int T, const lunar_tensor_t *W, const float *bias);
+/* out[i] = W . x[rows[i]] for i < n (the logits of the wanted rows), through `gather` in
+ * GEMM_TB-row chunks. */
+void op_logits(ops_ctx_t *o, float *out, const float *x, const int32_t *rows, int n, const lunar_tensor_t *W);
 /* x[t] = E[ids[t]] */
 void op_embed(ops_ctx_t *o, float *x, const int32_t *ids, int T, const lunar_tensor_t *E);
 /* out[t] = x[t] / rms(x[t]) * w, over `dim`; out may equal x. */

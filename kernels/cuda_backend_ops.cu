@@ -1,0 +1,464 @@
+/*
+ * kernels/cuda_backend_ops.cu — the CUDA backend's non-GEMM ops (see cuda_backend_ops.h).
+ *
+ * Correct first, tuned later: each kernel is the plainest mapping of the CPU op
+ * (backend/cpu_ops.c) onto a grid, computing in f32 whatever the storage dtype, so that the
+ * f32 mode agrees with the CPU backend to rounding. The attention kernel is one block per
+ * (token, query head) with an online softmax over tiles of 128 keys read through the block
+ * table: a direct transcription of the CPU's loop; flash-decoding splits and tensor cores are
+ * kernels/attention.cu's job. The one kernel here that is about speed is k_be_gemv, the decode
+ * GEMM of the 16-bit modes (see its comment).
+ */
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+
+#include "cuda_backend_ops.h"
+
+namespace {
+
+__device__ __forceinline__ float ld(const float *p) { return *p; }
+__device__ __forceinline__ float ld(const __half *p) { return __half2float(*p); }
+__device__ __forceinline__ float ld(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
+__device__ __forceinline__ void st(float *p, float v) { *p = v; }
+__device__ __forceinline__ void st(__half *p, float v) { *p = __float2half_rn(v); }
+__device__ __forceinline__ void st(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
+
+/* Block-wide sum or max of one value per thread (blockDim.x a multiple of 32, <= 1024). */
+template <bool MAX>
+__device__ float block_reduce(float v)
+{
+    __shared__ float part[32];
+    __shared__ float result;
+    for (int o = 16; o > 0; o >>= 1) {
+        float u = __shfl_xor_sync(0xffffffffu, v, o);
+        v = MAX ? fmaxf(v, u) : v + u;
+    }
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
+    if (lane == 0) part[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        v = lane < nw ? part[lane] : (MAX ? -INFINITY : 0.0f);
+        for (int o = 16; o > 0; o >>= 1) {
+            float u = __shfl_xor_sync(0xffffffffu, v, o);
+            v = MAX ? fmaxf(v, u) : v + u;
+        }
+        if (lane == 0) result = v;
+    }
+    __syncthreads();
+    return result;
+}
+
+template <typename T>
+__global__ void k_be_embed(T *x, const T *E, const int32_t *ids, int dim)
+{
+    int t = blockIdx.x;
+    const T *row = E + (size_t)ids[t] * dim;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) x[(size_t)t * dim + i] = row[i];
+}
+
+template <typename T>
+__global__ void k_be_rmsnorm(T *out, const T *x, T *resid, const float *w, int dim, float eps)
+{
+    size_t r = blockIdx.x;
+    const T *xr = x + r * dim;
+    T *orow = out + r * dim;
+    float ss = 0;
+    if (resid) {
+        T *rr = resid + r * dim;
+        for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+            st(&rr[i], ld(&rr[i]) + ld(&xr[i]));
+            float v = ld(&rr[i]);
+            ss += v * v;
+        }
+        xr = rr;
+    } else {
+        for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+            float v = ld(&xr[i]);
+            ss += v * v;
+        }
+    }
+    ss = block_reduce<false>(ss);
+    float inv = (float)(1.0 / sqrt((double)ss / dim + eps));
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) st(&orow[i], w[i] * (ld(&xr[i]) * inv));
+}
+
+/* one thread per (token, head, pair i < rot/2); heads 0..nq-1 are q, nq.. are k */
+template <typename T>
+__global__ void k_be_rope(T *q, T *k, const float *cs, int T_, int nq, int nk, int hd, int rot)
+{
+    int half = rot / 2;
+    long idx = (long)blockIdx.x * blockDim.x + threadIdx.x, total = (long)T_ * (nq + nk) * half;
+    if (idx >= total) return;
+    int i = (int)(idx % half);
+    long th = idx / half;
+    int h = (int)(th % (nq + nk));
+    int t = (int)(th / (nq + nk));
+    T *v = h < nq ? q + ((size_t)t * nq + h) * hd : k + ((size_t)t * nk + (h - nq)) * hd;
+    float c = cs[(size_t)t * rot + i], s = cs[(size_t)t * rot + half + i];
+    float a = ld(&v[i]), b = ld(&v[i + half]);
+    st(&v[i], a * c - b * s);
+    st(&v[i + half], b * c + a * s);
+}
+
+template <typename T>
+__global__ void k_be_silu_mul(T *out, const T *gate, const T *up, long n)
+{
+    for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
+        float g = ld(&gate[i]);
+        st(&out[i], g / (1.0f + expf(-g)) * ld(&up[i]));
+    }
+}
+
+template <typename T>
+__global__ void k_be_add_bias(T *y, const float *bias, long total, int N)
+{
+    for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (long)gridDim.x * blockDim.x)
+        st(&y[i], ld(&y[i]) + bias[i % N]);
+}
+
+template <typename T, typename KV>
+__global__ void k_be_kv_write(KV *kc, KV *vc, const T *k, const T *v, const int64_t *slot, int row)
+{
+    int t = blockIdx.x;
+    int64_t s = slot[t];
+    if (s < 0) return;
+    for (int i = threadIdx.x; i < row; i += blockDim.x) {
+        st(&kc[s * row + i], ld(&k[(size_t)t * row + i]));
+        st(&vc[s * row + i], ld(&v[(size_t)t * row + i]));
+    }
+}
+
+#define ATT_TILE 128 /* keys per tile = threads per block */
+
+template <typename T, typename KV>
+__global__ void __launch_bounds__(ATT_TILE) k_be_attention(T *out, const T *q, const KV *kc, const KV *vc,
+    const int32_t *seq_of, const int32_t *positions, const int32_t *block_tables, int max_blocks, int nq, int nk,
+    int hd, int bs, int window, float scale)
+{
+    extern __shared__ float sh[];
+    float *qs = sh, *ps = sh + hd; /* q of this head [hd]; a tile's weights [ATT_TILE] */
+    int t = blockIdx.x, h = blockIdx.y, tid = threadIdx.x;
+    int kvh = h / (nq / nk), p = positions[t];
+    const int32_t *tab = block_tables + (size_t)seq_of[t] * max_blocks;
+    size_t row = (size_t)nk * hd;
+    for (int d = tid; d < hd; d += ATT_TILE) qs[d] = ld(&q[((size_t)t * nq + h) * hd + d]);
+    __syncthreads();
+    int j0 = window > 0 && p - window + 1 > 0 ? p - window + 1 : 0;
+    float m = -INFINITY, l = 0, acc0 = 0, acc1 = 0; /* dims tid and tid + ATT_TILE */
+    for (int base = j0; base <= p; base += ATT_TILE) {
+        int j = base + tid;
+        float sc = -INFINITY;
+        if (j <= p) {
+            const KV *kr = kc + ((size_t)tab[j / bs] * bs + j % bs) * row + (size_t)kvh * hd;
+            float dot = 0;
+            for (int d = 0; d < hd; d++) dot += qs[d] * ld(&kr[d]);
+            sc = dot * scale;
+        }
+        float mnew = fmaxf(m, block_reduce<true>(sc));
+        float pj = j <= p ? expf(sc - mnew) : 0.0f;
+        ps[tid] = pj;
+        float corr = expf(m - mnew); /* 0 on the first tile (m = -inf) */
+        l = l * corr + block_reduce<false>(pj); /* its barriers also publish ps */
+        int n = p - base + 1 < ATT_TILE ? p - base + 1 : ATT_TILE;
+        acc0 *= corr, acc1 *= corr;
+        for (int i = 0; i < n; i++) {
+            int jj = base + i;
+            const KV *vr = vc + ((size_t)tab[jj / bs] * bs + jj % bs) * row + (size_t)kvh * hd;
+            float w = ps[i];
+            if (tid < hd) acc0 += w * ld(&vr[tid]);
+            if (tid + ATT_TILE < hd) acc1 += w * ld(&vr[tid + ATT_TILE]);
+        }
+        m = mnew;
+        __syncthreads(); /* ps is rewritten by the next tile */
+    }
+    T *o = out + ((size_t)t * nq + h) * hd;
+    if (tid < hd) st(&o[tid], acc0 / l);
+    if (tid + ATT_TILE < hd) st(&o[tid + ATT_TILE], acc1 / l);
+}
+
+template <typename T>
+__global__ void k_be_gather_rows(T *dst, const T *src, const int32_t *idx, int dim)
+{
+    int r = blockIdx.x;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) dst[(size_t)r * dim + i] = src[(size_t)idx[r] * dim + i];
+}
+
+/* Skinny GEMM for decode (R <= 8 rows of x): one warp per output n streams W's row once with
+ * 16-byte loads (8 elements) and keeps R dot products; x rows come through L1/L2, being small.
+ * cuBLAS's general kernels tile N x T and read W at well under the memory roofline when T is 1;
+ * this is the plain memory-bound form. K % 8 == 0 and 16-byte aligned rows (the caller checks). */
+__device__ __forceinline__ void unpack8(uint4 v, const __nv_bfloat16 *, float f[8])
+{
+    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&v;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        float2 p = __bfloat1622float2(h[i]);
+        f[2 * i] = p.x, f[2 * i + 1] = p.y;
+    }
+}
+__device__ __forceinline__ void unpack8(uint4 v, const __half *, float f[8])
+{
+    const __half2 *h = (const __half2 *)&v;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        float2 p = __half22float2(h[i]);
+        f[2 * i] = p.x, f[2 * i + 1] = p.y;
+    }
+}
+
+template <typename T, typename O, int R>
+__global__ void __launch_bounds__(256) k_be_gemv(O *y, const T *x, const T *W, const float *bias, int N, int K)
+{
+    int n = (int)(((long)blockIdx.x * blockDim.x + threadIdx.x) / 32), lane = threadIdx.x % 32;
+    if (n >= N) return;
+    const T *w = W + (size_t)n * K;
+    float acc[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) acc[r] = 0;
+#pragma unroll 4
+    for (int k = lane * 8; k < K; k += 256) {
+        float wf[8], xf[8];
+        unpack8(__ldg((const uint4 *)(w + k)), w, wf);
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            unpack8(*(const uint4 *)(x + (size_t)r * K + k), x, xf);
+#pragma unroll
+            for (int i = 0; i < 8; i++) acc[r] += wf[i] * xf[i];
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        float v = acc[r];
+        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        if (lane == 0) st(&y[(size_t)r * N + n], v + (bias ? bias[n] : 0.0f));
+    }
+}
+
+template <typename T, typename O>
+int gemv(O *y, const T *x, const T *W, const float *bias, int rows, int N, int K, cudaStream_t s)
+{
+    int blocks = (N + 7) / 8;
+    switch (rows) {
+    case 1: k_be_gemv<T, O, 1><<<blocks, 256, 0, s>>>(y, x, W, bias, N, K); break;
+    case 2: k_be_gemv<T, O, 2><<<blocks, 256, 0, s>>>(y, x, W, bias, N, K); break;
+    case 3: k_be_gemv<T, O, 3><<<blocks, 256, 0, s>>>(y, x, W, bias, N, K); break;
+    case 4: k_be_gemv<T, O, 4><<<blocks, 256, 0, s>>>(y, x, W, bias, N, K); break;
+    case 5: k_be_gemv<T, O, 5><<<blocks, 256, 0, s>>>(y, x, W, bias, N, K); break;
+    case 6: k_be_gemv<T, O, 6><<<blocks, 256, 0, s>>>(y, x, W, bias, N, K); break;
+    case 7: k_be_gemv<T, O, 7><<<blocks, 256, 0, s>>>(y, x, W, bias, N, K); break;
+    case 8: k_be_gemv<T, O, 8><<<blocks, 256, 0, s>>>(y, x, W, bias, N, K); break;
+    default: return LUNAR_CUDA_BE_EARG;
+    }
+    return (int)cudaGetLastError();
+}
+
+__device__ __forceinline__ void unpack8(const float *p, float f[8])
+{
+    float4 a = *(const float4 *)p, b = *(const float4 *)(p + 4);
+    f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
+}
+template <typename T>
+__device__ __forceinline__ void unpack8(const T *p, float f[8]) { unpack8(*(const uint4 *)p, p, f); }
+
+/* Attention, vectorized (head_dim a multiple of 8 with hd/8 dividing ATT_TILE): the same online
+ * softmax over tiles of ATT_TILE keys as k_be_attention, but every global access is 8 elements
+ * wide and no load waits on another. Scores: thread i dots key i of the tile (hd/8 independent
+ * 16-byte loads). Weighted sum: the block splits into ATT_TILE / (hd/8) groups, each group
+ * covers a V row with hd/8 threads of 8 dims and takes every group-th key; the groups' partial
+ * sums meet in shared memory at the end. Each key's cache offset is resolved once per tile
+ * through the block table (k_be_attention re-read the table per key and dim: a dependent load
+ * per key, which made decode latency-bound). */
+template <typename T, typename KV>
+__global__ void __launch_bounds__(ATT_TILE) k_be_attention_v(T *out, const T *q, const KV *kc, const KV *vc,
+    const int32_t *seq_of, const int32_t *positions, const int32_t *block_tables, int max_blocks, int nq, int nk,
+    int hd, int bs, int window, float scale)
+{
+    extern __shared__ float sh[];
+    float *qs = sh, *ps = sh + hd, *red = ps + ATT_TILE; /* red [ATT_TILE * 8] */
+    __shared__ size_t off[ATT_TILE];
+    int t = blockIdx.x, h = blockIdx.y, tid = threadIdx.x;
+    int G = hd / 8, NG = ATT_TILE / G, g = tid / G, c8 = (tid % G) * 8;
+    int kvh = h / (nq / nk), p = positions[t];
+    const int32_t *tab = block_tables + (size_t)seq_of[t] * max_blocks;
+    size_t row = (size_t)nk * hd;
+    for (int d = tid; d < hd; d += ATT_TILE) qs[d] = ld(&q[((size_t)t * nq + h) * hd + d]);
+    __syncthreads();
+    int j0 = window > 0 && p - window + 1 > 0 ? p - window + 1 : 0;
+    float m = -INFINITY, l = 0, acc[8];
+#pragma unroll
+    for (int k = 0; k < 8; k++) acc[k] = 0;
+    for (int base = j0; base <= p; base += ATT_TILE) {
+        int j = base + tid, n = p - base + 1 < ATT_TILE ? p - base + 1 : ATT_TILE;
+        float sc = -INFINITY;
+        if (j <= p) {
+            size_t o = ((size_t)tab[j / bs] * bs + j % bs) * row + (size_t)kvh * hd;
+            off[tid] = o;
+            const KV *kr = kc + o;
+            float dot = 0, kf[8];
+#pragma unroll 4
+            for (int d = 0; d < hd; d += 8) {
+                unpack8(kr + d, kf);
+#pragma unroll
+                for (int k = 0; k < 8; k++) dot += qs[d + k] * kf[k];
+            }
+            sc = dot * scale;
+        }
+        float mnew = fmaxf(m, block_reduce<true>(sc));
+        float pj = j <= p ? expf(sc - mnew) : 0.0f;
+        ps[tid] = pj;
+        float corr = expf(m - mnew);
+        l = l * corr + block_reduce<false>(pj); /* its barriers also publish ps and off */
+#pragma unroll
+        for (int k = 0; k < 8; k++) acc[k] *= corr;
+#pragma unroll 4
+        for (int i = g; i < n; i += NG) {
+            float w = ps[i], vf[8];
+            unpack8(vc + off[i] + c8, vf);
+#pragma unroll
+            for (int k = 0; k < 8; k++) acc[k] += w * vf[k];
+        }
+        m = mnew;
+        __syncthreads(); /* ps and off are rewritten by the next tile */
+    }
+#pragma unroll
+    for (int k = 0; k < 8; k++) red[g * hd + c8 + k] = acc[k];
+    __syncthreads();
+    T *o = out + ((size_t)t * nq + h) * hd;
+    for (int d = tid; d < hd; d += ATT_TILE) {
+        float v = 0;
+        for (int gg = 0; gg < NG; gg++) v += red[gg * hd + d];
+        st(&o[d], v / l);
+    }
+}
+
+int launched(void) { return (int)cudaGetLastError(); }
+
+int grid_for(long n, int threads)
+{
+    long g = (n + threads - 1) / threads;
+    return (int)(g < 65535 * 16 ? (g > 0 ? g : 1) : 65535 * 16);
+}
+
+} /* namespace */
+
+/* Calls F<type>(args) for the activation dtype, or returns LUNAR_CUDA_BE_EARG. */
+#define DISPATCH(dt, CALL)                                              \
+    do {                                                                \
+        if ((dt) == LUNAR_DTYPE_F32) { typedef float A; CALL; }         \
+        else if ((dt) == LUNAR_DTYPE_F16) { typedef __half A; CALL; }   \
+        else if ((dt) == LUNAR_DTYPE_BF16) { typedef __nv_bfloat16 A; CALL; } \
+        else return LUNAR_CUDA_BE_EARG;                                 \
+    } while (0)
+
+#define S(stream) ((cudaStream_t)(stream))
+
+extern "C" int lunar_cuda_be_embed(void *x, const void *E, const int32_t *ids, int T, int dim, lunar_dtype_t dt,
+                                   void *stream)
+{
+    DISPATCH(dt, (k_be_embed<A><<<T, 256, 0, S(stream)>>>((A *)x, (const A *)E, ids, dim)));
+    return launched();
+}
+
+extern "C" int lunar_cuda_be_rmsnorm(void *out, const void *x, void *resid, const float *w, int R, int dim, float eps,
+                                     lunar_dtype_t dt, void *stream)
+{
+    if (R < 1) return 0;
+    DISPATCH(dt, (k_be_rmsnorm<A><<<R, dim >= 256 ? 256 : 32 * ((dim + 31) / 32), 0, S(stream)>>>(
+                     (A *)out, (const A *)x, (A *)resid, w, dim, eps)));
+    return launched();
+}
+
+extern "C" int lunar_cuda_be_rope(void *q, void *k, const float *cs, int T, int nq, int nk, int hd, int rot,
+                                  lunar_dtype_t dt, void *stream)
+{
+    long n = (long)T * (nq + nk) * (rot / 2);
+    if (n < 1) return 0;
+    DISPATCH(dt, (k_be_rope<A><<<grid_for(n, 256), 256, 0, S(stream)>>>((A *)q, (A *)k, cs, T, nq, nk, hd, rot)));
+    return launched();
+}
+
+extern "C" int lunar_cuda_be_silu_mul(void *out, const void *gate, const void *up, long n, lunar_dtype_t dt,
+                                      void *stream)
+{
+    if (n < 1) return 0;
+    DISPATCH(dt, (k_be_silu_mul<A><<<grid_for(n, 256), 256, 0, S(stream)>>>((A *)out, (const A *)gate,
+                                                                            (const A *)up, n)));
+    return launched();
+}
+
+extern "C" int lunar_cuda_be_add_bias(void *y, const float *bias, int T, int N, lunar_dtype_t dt, void *stream)
+{
+    long n = (long)T * N;
+    if (n < 1) return 0;
+    DISPATCH(dt, (k_be_add_bias<A><<<grid_for(n, 256), 256, 0, S(stream)>>>((A *)y, bias, n, N)));
+    return launched();
+}
+
+#define DISPATCH_KV(kv_dt, CALL)                                            \
+    do {                                                                    \
+        if ((kv_dt) == LUNAR_DTYPE_F32) { typedef float K; CALL; }          \
+        else if ((kv_dt) == LUNAR_DTYPE_F16) { typedef __half K; CALL; }    \
+        else if ((kv_dt) == LUNAR_DTYPE_BF16) { typedef __nv_bfloat16 K; CALL; } \
+        else return LUNAR_CUDA_BE_EARG;                                     \
+    } while (0)
+
+extern "C" int lunar_cuda_be_kv_write(void *kc, void *vc, const void *k, const void *v, const int64_t *slot, int T,
+                                      int nk, int hd, lunar_dtype_t dt, lunar_dtype_t kv_dt, void *stream)
+{
+    if (T < 1) return 0;
+    DISPATCH(dt, DISPATCH_KV(kv_dt, (k_be_kv_write<A, K><<<T, 128, 0, S(stream)>>>((K *)kc, (K *)vc, (const A *)k,
+                                                                                  (const A *)v, slot, nk * hd))));
+    return launched();
+}
+
+extern "C" int lunar_cuda_be_attention(void *out, const void *q, const void *kc, const void *vc,
+                                       const int32_t *seq_of, const int32_t *positions, const int32_t *block_tables,
+                                       int max_blocks, int T, int nq, int nk, int hd, int block_size, int window,
+                                       float scale, int generic, lunar_dtype_t dt, lunar_dtype_t kv_dt,
+                                       void *stream)
+{
+    if (T < 1) return 0;
+    if (hd > 2 * ATT_TILE || nk < 1 || nq % nk) return LUNAR_CUDA_BE_EARG;
+    dim3 grid(T, nq);
+    if (!generic && hd % 8 == 0 && ATT_TILE % (hd / 8) == 0) {
+        size_t shm = sizeof(float) * (hd + ATT_TILE + ATT_TILE * 8);
+        DISPATCH(dt, DISPATCH_KV(kv_dt, (k_be_attention_v<A, K><<<grid, ATT_TILE, shm, S(stream)>>>(
+                                            (A *)out, (const A *)q, (const K *)kc, (const K *)vc, seq_of, positions,
+                                            block_tables, max_blocks, nq, nk, hd, block_size, window, scale))));
+        return launched();
+    }
+    size_t shm = sizeof(float) * (hd + ATT_TILE);
+    DISPATCH(dt, DISPATCH_KV(kv_dt, (k_be_attention<A, K><<<grid, ATT_TILE, shm, S(stream)>>>(
+                                        (A *)out, (const A *)q, (const K *)kc, (const K *)vc, seq_of, positions,
+                                        block_tables, max_blocks, nq, nk, hd, block_size, window, scale))));
+    return launched();
+}
+
+extern "C" int lunar_cuda_be_gather_rows(void *dst, const void *src, const int32_t *idx, int n, int dim,
+                                         lunar_dtype_t dt, void *stream)
+{
+    if (n < 1) return 0;
+    DISPATCH(dt, (k_be_gather_rows<A><<<n, 256, 0, S(stream)>>>((A *)dst, (const A *)src, idx, dim)));
+    return launched();
+}
+
+extern "C" int lunar_cuda_be_gemv(void *y, int y_f32, const void *x, const void *W, const float *bias, int rows,
+                                  int N, int K, lunar_dtype_t dt, void *stream)
+{
+    if (rows < 1 || rows > LUNAR_CUDA_BE_GEMV_ROWS || K % 8 || ((uintptr_t)x | (uintptr_t)W) % 16)
+        return LUNAR_CUDA_BE_EARG;
+    cudaStream_t s = S(stream);
+    if (dt == LUNAR_DTYPE_BF16) {
+        typedef __nv_bfloat16 A;
+        return y_f32 ? gemv((float *)y, (const A *)x, (const A *)W, bias, rows, N, K, s)
+                     : gemv((A *)y, (const A *)x, (const A *)W, bias, rows, N, K, s);
+    }
+    if (dt == LUNAR_DTYPE_F16) {
+        typedef __half A;
+        return y_f32 ? gemv((float *)y, (const A *)x, (const A *)W, bias, rows, N, K, s)
+                     : gemv((A *)y, (const A *)x, (const A *)W, bias, rows, N, K, s);
+    }
+    return LUNAR_CUDA_BE_EARG;
+}

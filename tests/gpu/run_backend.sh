@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# tests/gpu/run_backend.sh — the CUDA backend on a machine with a GPU, in one command: builds
+# liblunar with CUDA, runs test_backend_cuda (CUDA vs transformers fixtures and vs the CPU
+# backend, mixed batches, bf16 GEMMs) and a subset under compute-sanitizer memcheck,
+# `lunar generate --device cuda` and `lunar serve --device cuda` on a shared model (the greedy
+# text must equal the CPU backend's), and with BENCH=1 bench/cuda_decode.lua (a dummy Llama-3-8B in bf16, with and
+# without k_be_gemv). Logs go to $OUT (default build-gpu/logs). Non-zero exit on any failure.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+BUILD_DIR=${BUILD_DIR:-build-gpu}
+OUT=${OUT:-$BUILD_DIR/logs}
+mkdir -p "$OUT"
+export LUNAR_SRC=$PWD LUNAR_SHARED=${LUNAR_SHARED:-$PWD/../shared}
+cmake -S . -B "$BUILD_DIR" -DLUNAR_CUDA=ON -DLUNAR_WERROR=OFF > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+cmake --build "$BUILD_DIR" -j "$(nproc)" --target lunar lunar_host test_backend_cuda >> "$OUT/build.log" 2>&1 \
+  || { grep -E "error|Error" "$OUT/build.log" | head -30; exit 1; }
+rc=0
+"$BUILD_DIR/tests/gpu/test_backend_cuda" > "$OUT/test_backend_cuda.log" 2>&1 || rc=1
+cat "$OUT/test_backend_cuda.log"
+if command -v compute-sanitizer > /dev/null; then
+  LUNAR_TEST_QUICK=1 compute-sanitizer --tool memcheck --error-exitcode 3 "$BUILD_DIR/tests/gpu/test_backend_cuda" \
+    > "$OUT/memcheck.log" 2>&1 || rc=1
+  grep -E "ERROR SUMMARY|passed" "$OUT/memcheck.log" | tail -2
+else
+  echo "compute-sanitizer not found: memcheck skipped"
+fi
+model=$LUNAR_SHARED/models/stories260K
+gen() { "$BUILD_DIR/lunar" generate "$model" --prompt "Once upon a time" --max-tokens 32 --temperature 0 "$@"; }
+gen --device cpu > "$OUT/generate_cpu.txt" 2> "$OUT/generate.err" || rc=1
+gen --device cuda --dtype float32 > "$OUT/generate_cuda.txt" 2>> "$OUT/generate.err" || rc=1
+gen --device cuda > "$OUT/generate_cuda_bf16.txt" 2>> "$OUT/generate.err" || rc=1
+gen --device cuda --dtype float32 --enforce-eager 2>> "$OUT/generate.err" | cmp -s - "$OUT/generate_cpu.txt" \
+  && echo "generate --device cuda --enforce-eager: same text as --device cpu" \
+  || { echo "generate --device cuda --enforce-eager differs from --device cpu"; rc=1; }
+if cmp -s "$OUT/generate_cpu.txt" "$OUT/generate_cuda.txt"; then
+  echo "generate --device cuda --dtype float32: same text as --device cpu"
+else
+  echo "generate --device cuda differs from --device cpu:"; rc=1
+fi
+echo "cuda f32: $(head -c 300 "$OUT/generate_cuda.txt")"; echo "cuda bf16: $(head -c 300 "$OUT/generate_cuda_bf16.txt")"
+cat "$OUT/generate.err"
+# lunar serve --device cuda (KV sized by --gpu-memory-utilization): one greedy completion over
+# HTTP, the same text as `lunar generate --device cpu`
+"$BUILD_DIR/lunar" serve "$model" --device cuda --dtype float32 --gpu-memory-utilization 0.5 --host 127.0.0.1 \
+  --port 18199 >> "$OUT/generate.err" 2>&1 &
+spid=$!
+for _ in $(seq 1 100); do curl -s -o /dev/null http://127.0.0.1:18199/v1/models && break; sleep 0.2; done
+text=$(curl -s http://127.0.0.1:18199/v1/completions -H 'content-type: application/json' \
+  -d '{"prompt":"Once upon a time","max_tokens":32,"temperature":0}' \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["choices"][0]["text"])')
+kill "$spid"; wait "$spid" 2>/dev/null
+if [ -n "$text" ] && grep -qF -- "$text" "$OUT/generate_cpu.txt"; then
+  echo "serve --device cuda: completion equals the cpu text"
+else
+  echo "serve --device cuda: got '$text'"; rc=1
+fi
+grep -E "\[cuda\]" "$OUT/generate.err" | tail -3
+if [ "${BENCH:-0}" = 1 ]; then
+  "$BUILD_DIR/lunar" run bench/cuda_decode.lua ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench_cuda_decode.log" || rc=1
+  echo "# the same without CUDA graphs (LUNAR_CUDA_GRAPHS=0)" | tee -a "$OUT/bench_cuda_decode.log"
+  LUNAR_CUDA_GRAPHS=0 "$BUILD_DIR/lunar" run bench/cuda_decode.lua ${BENCH_ARGS:-} 2>&1 | grep -v "^#" \
+    | tee -a "$OUT/bench_cuda_decode.log" || rc=1
+fi
+echo "run_backend: rc=$rc"
+exit $rc
