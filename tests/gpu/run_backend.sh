@@ -2,6 +2,8 @@
 # tests/gpu/run_backend.sh — the CUDA backend on a machine with a GPU, in one command: builds
 # liblunar with CUDA, runs test_backend_cuda (CUDA vs transformers fixtures and vs the CPU
 # backend, mixed batches, bf16 GEMMs) and a subset under compute-sanitizer memcheck,
+# test_ops_cuda (every op of the table against the CPU backend's at odd shapes, in f32, bf16 and
+# f16) and its smaller LUNAR_TEST_QUICK=1 sweep under compute-sanitizer memcheck,
 # `lunar generate --device cuda` and `lunar serve --device cuda` on a shared model (the greedy
 # text must equal the CPU backend's), and with BENCH=1 bench/cuda_decode.lua (a dummy Llama-3-8B in bf16, with and
 # without k_be_gemv). Logs go to $OUT (default build-gpu/logs). Non-zero exit on any failure.
@@ -12,15 +14,21 @@ OUT=${OUT:-$BUILD_DIR/logs}
 mkdir -p "$OUT"
 export LUNAR_SRC=$PWD LUNAR_SHARED=${LUNAR_SHARED:-$PWD/../shared}
 cmake -S . -B "$BUILD_DIR" -DLUNAR_CUDA=ON -DLUNAR_WERROR=OFF > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
-cmake --build "$BUILD_DIR" -j "$(nproc)" --target lunar lunar_host test_backend_cuda >> "$OUT/build.log" 2>&1 \
+cmake --build "$BUILD_DIR" -j "$(nproc)" --target lunar lunar_host test_backend_cuda test_ops_cuda \
+  >> "$OUT/build.log" 2>&1 \
   || { grep -E "error|Error" "$OUT/build.log" | head -30; exit 1; }
 rc=0
+"$BUILD_DIR/tests/gpu/test_ops_cuda" > "$OUT/test_ops_cuda.log" 2>&1 || rc=1
+cat "$OUT/test_ops_cuda.log"
 "$BUILD_DIR/tests/gpu/test_backend_cuda" > "$OUT/test_backend_cuda.log" 2>&1 || rc=1
 cat "$OUT/test_backend_cuda.log"
 if command -v compute-sanitizer > /dev/null; then
   LUNAR_TEST_QUICK=1 compute-sanitizer --tool memcheck --error-exitcode 3 "$BUILD_DIR/tests/gpu/test_backend_cuda" \
     > "$OUT/memcheck.log" 2>&1 || rc=1
   grep -E "ERROR SUMMARY|passed" "$OUT/memcheck.log" | tail -2
+  LUNAR_TEST_QUICK=1 compute-sanitizer --tool memcheck --error-exitcode 3 "$BUILD_DIR/tests/gpu/test_ops_cuda" \
+    > "$OUT/memcheck_ops.log" 2>&1 || rc=1
+  grep -E "ERROR SUMMARY|passed|FAIL" "$OUT/memcheck_ops.log" | tail -4
 else
   echo "compute-sanitizer not found: memcheck skipped"
 fi
