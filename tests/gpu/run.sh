@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# tests/gpu/run.sh — the one command for the GPU kernel proof, on a machine with a GPU:
-# builds liblunar with CUDA and the GPU programs, runs every kernel against its CPU reference
-# (test_kernels), the same tests (small shapes) under compute-sanitizer memcheck, and the
-# bandwidth benchmark. Logs go to $OUT (default build-gpu/logs). Exit status: non-zero on
+# tests/gpu/run.sh — the one command for every GPU test, on a machine with a GPU: builds
+# liblunar with CUDA and the GPU programs, runs every kernel against its CPU reference
+# (test_kernels), the same tests (small shapes) under compute-sanitizer memcheck, the kernel
+# bandwidth benchmark, then tests/gpu/run_backend.sh (the CUDA backend op by op against the
+# CPU backend, end to end against the transformers fixtures, generate and serve on the GPU). Logs go to $OUT (default build-gpu/logs). Exit status: non-zero on
 # any test failure or memcheck error.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -23,4 +24,6 @@ else
   echo "compute-sanitizer not found: memcheck skipped"
 fi
 "$BUILD_DIR/tests/gpu/bench_kernels" "$commit" 2>&1 | tee "$OUT/bench_kernels.log" || rc=1
+BUILD_DIR=$BUILD_DIR OUT=$OUT bash tests/gpu/run_backend.sh || rc=1
+echo "tests/gpu/run.sh: rc=$rc"
 exit $rc
