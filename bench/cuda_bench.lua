@@ -156,8 +156,7 @@ for spec in models:gmatch("[^,]+") do
   b.token_ids, b.positions, b.slot_mapping, b.query_start = tok, pos, slot, qs
   b.seq_lens, b.block_tables, b.max_blocks_per_seq, b.logits_indices = lens, bt, per_seq, li
   -- KV bytes per token: K and V of every layer, in the cache's dtype (the model's).
-  local hd = c.head_dim or (c.hidden_size / c.num_attention_heads)
-  local kv_tok = 2 * c.num_hidden_layers * (c.num_key_value_heads or c.num_attention_heads) * hd
+  local kv_tok = 2 * c.num_layers * c.num_kv_heads * c.head_dim
     * (opts.dtype == "float32" and 4 or 2)
   local nparams = wbytes / (opts.dtype == "float32" and 4 or 2)
 
