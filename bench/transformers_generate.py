@@ -8,7 +8,7 @@ transformers' generate() on the same shape, same machine.
 A LlamaForCausalLM built from config.json with random weights, bf16, on cuda, sdpa attention.
 Per batch B: random 512-token prompts, greedy generate() with min_new_tokens = max_new_tokens =
 --out (eos ignored). TTFT = generate() with max_new_tokens=1 (prefill + one token), median of 3;
-ms per output step = (time of --out tokens - TTFT) / (--out - 1), so the prefill is not counted.
+ms per output step = (time of --out tokens - TTFT) / (--out - 1), medians of 3, so the prefill is not counted.
 Each case runs once untimed first (cuBLAS heuristics, allocator warm-up).
 """
 import argparse
@@ -73,7 +73,7 @@ def main():
         ids = torch.randint(3, V, (B, a.prompt), device="cuda")
         try:
             t1 = timed(lambda: gen(ids, 1), 3)
-            tn = timed(lambda: gen(ids, a.out), 1)
+            tn = timed(lambda: gen(ids, a.out), 3)
         except torch.OutOfMemoryError as e:
             print(f"decode b{B:<4} out of memory: {e}".splitlines()[0], flush=True)
             torch.cuda.empty_cache()
