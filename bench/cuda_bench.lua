@@ -193,7 +193,7 @@ for spec in models:gmatch("[^,]+") do
     b.max_blocks_per_seq = math.ceil(P / bs)
     qs[0], qs[1], lens[0], li[0] = 0, P, P, P - 1
     row("ttft p" .. P, P, timeit(function() assert(lffi.check(C.lunar_runner_forward(r, b, logits))) end), nil,
-      2 * nparams * P / 989e12)
+      backend == "cuda" and 2 * nparams * P / 989e12 or nil)
   end
   C.lunar_runner_free(ffi.gc(r, nil))
   m:free()
