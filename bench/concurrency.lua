@@ -14,6 +14,7 @@ local engine = require "lunar.engine"
 local sampling = require "lunar.sampling"
 local lffi = require "lunar.ffi"
 local ffi, C = lffi.ffi, lffi.C
+local bench = dofile((arg[0]:match("^(.*)/") or ".") .. "/common.lua")
 
 local opts = { levels = "1,2,4,8,16,32,64", prompt = 64, gen = 64, seconds = 10, threads = 0,
   model = "bench/models/llama-100m", load_format = "dummy" }
@@ -29,12 +30,7 @@ while i <= #arg do
 end
 opts.prompt, opts.gen, opts.seconds = tonumber(opts.prompt), tonumber(opts.gen), tonumber(opts.seconds)
 
-local function sh(cmd)
-  local f = io.popen(cmd .. " 2>/dev/null")
-  local s = f and f:read("*l") or ""
-  if f then f:close() end
-  return s or ""
-end
+local sh = bench.sh
 
 -- The forward: the CPU runner over the model (dummy weights by default), or the fake model.
 -- Returns iface, vocab, num_blocks, what, keepalive.
@@ -76,13 +72,7 @@ print(string.format("%-11s %8s %10s %8s %14s %12s %9s %8s %11s %6s", "concurrenc
 
 -- CPU seconds of this process: a figure other processes on a busy machine disturb less than
 -- wall time does (gen t/cpu-s x cores = the aggregate an idle machine would reach, roughly).
-pcall(ffi.cdef, "typedef struct { long tv_sec; long tv_nsec; } lunar_bench_ts_t;"
-  .. "int clock_gettime(int clk, lunar_bench_ts_t *ts);")
-local function cpu_seconds()
-  local ts = ffi.new("lunar_bench_ts_t")
-  ffi.C.clock_gettime(2, ts) -- CLOCK_PROCESS_CPUTIME_ID
-  return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
-end
+local cpu_seconds = bench.cpunow
 
 local sp = assert(sampling.SamplingParams({ temperature = 0, max_tokens = opts.gen, ignore_eos = true }))
 local base = {}

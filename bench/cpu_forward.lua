@@ -20,43 +20,18 @@
 local lffi = require "lunar.ffi"
 local model = require "lunar.model"
 local ffi, C = lffi.ffi, lffi.C
+local bench = dofile((arg[0]:match("^(.*)/") or ".") .. "/common.lua")
+local now, sh = bench.now, bench.sh
 
-local opts = { threads = 0, prompt = 512, seconds = 2, decode_ctx = 128, batch = 16 }
-local i = 1
-while i <= #arg do
-  local a = arg[i]
-  if a:match("^%-%-") then
-    opts[a:sub(3):gsub("-", "_")] = arg[i + 1]
-    i = i + 1
-  end
-  i = i + 1
-end
-opts.threads, opts.prompt = tonumber(opts.threads), tonumber(opts.prompt)
-opts.seconds, opts.decode_ctx, opts.batch = tonumber(opts.seconds), tonumber(opts.decode_ctx), tonumber(opts.batch)
+local opts = bench.args(arg, { threads = 0, prompt = 512, seconds = 2, decode_ctx = 128, batch = 16 },
+  { "threads", "prompt", "seconds", "decode_ctx", "batch" })
 
 local src = os.getenv("LUNAR_SRC") or "."
 local shared = os.getenv("LUNAR_SHARED") or (src .. "/../shared")
 local models = opts.models or table.concat({ shared .. "/models/stories260K", shared .. "/models/TinyStories-656K",
   src .. "/bench/configs/llama-100m:dummy" }, ",")
 
-pcall(ffi.cdef, [[
-  typedef struct { long tv_sec; long tv_nsec; } lunar_timespec_t;
-  int clock_gettime(int clk, lunar_timespec_t *ts);
-]])
-local ts = ffi.new("lunar_timespec_t")
-local function clock(id)
-  C.clock_gettime(id, ts)
-  return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
-end
-local function now() return clock(1) end     -- CLOCK_MONOTONIC
-local function cpunow() return clock(2) end  -- CLOCK_PROCESS_CPUTIME_ID
-
-local function sh(cmd)
-  local f = io.popen(cmd .. " 2>/dev/null")
-  local s = f and f:read("*l") or ""
-  if f then f:close() end
-  return s or ""
-end
+local cpunow = bench.cpunow
 
 -- The roofline's denominator: memcpy bandwidth (read + write bytes per second) over 256 MiB.
 local function memcpy_gbs()

@@ -19,42 +19,18 @@
 local lffi = require "lunar.ffi"
 local model = require "lunar.model"
 local ffi, C = lffi.ffi, lffi.C
+local bench = dofile((arg[0]:match("^(.*)/") or ".") .. "/common.lua")
+local now, sh, median = bench.now, bench.sh, bench.median
 
 local T_START -- start-up is timed from the first Lua line this script runs (see header)
-local opts = { batches = "1,8,32,64,128", prompt = 512, out = 64, ttft = "512,4096", seconds = 2,
-  dtype = "bfloat16" }
-local i = 1
-while i <= #arg do
-  local a = arg[i]
-  if a:match("^%-%-") then
-    opts[a:sub(3):gsub("-", "_")] = arg[i + 1]
-    i = i + 1
-  end
-  i = i + 1
-end
-for _, k in ipairs({ "prompt", "out", "seconds" }) do opts[k] = tonumber(opts[k]) end
+local opts = bench.args(arg, { batches = "1,8,32,64,128", prompt = 512, out = 64, ttft = "512,4096",
+  seconds = 2, dtype = "bfloat16" }, { "prompt", "out", "seconds" })
 local src = os.getenv("LUNAR_SRC") or "."
 local models = opts.models or (src .. "/bench/configs/Llama-3-8B:dummy")
 
-pcall(ffi.cdef, [[
-  typedef struct { long tv_sec; long tv_nsec; } lunar_timespec_t;
-  int clock_gettime(int clk, lunar_timespec_t *ts);
-  int cudaMalloc(void **p, size_t n);
-  int cudaFree(void *p);
-  int cudaMemcpy(void *dst, const void *src, size_t n, int kind);
-  int cudaDeviceSynchronize(void);
-]])
-local ts = ffi.new("lunar_timespec_t")
-local function now()
-  C.clock_gettime(1, ts)
-  return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
-end
 T_START = now()
 -- BENCH_T0 (`date +%s.%N` just before the process starts) moves the start to process start.
-local function realtime()
-  C.clock_gettime(0, ts)
-  return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
-end
+local realtime = bench.realtime
 if os.getenv("BENCH_T0") then T_START = T_START - (realtime() - tonumber(os.getenv("BENCH_T0"))) end
 local function list(s)
   local t = {}
@@ -62,36 +38,7 @@ local function list(s)
   return t
 end
 local batches, ttfts = list(opts.batches), list(opts.ttft)
-local function sh(cmd)
-  local f = io.popen(cmd .. " 2>/dev/null")
-  local s = f and f:read("*l") or ""
-  if f then f:close() end
-  return s or ""
-end
-local function median(t)
-  table.sort(t)
-  return t[math.floor((#t + 1) / 2)]
-end
-
--- Device bandwidth: read + write bytes of a 1 GiB device-to-device copy, median of 10.
-local function device_gbs()
-  local ok, rt = pcall(ffi.load, "cudart")
-  if not ok then return nil end
-  local n = 1024 ^ 3
-  local a, b = ffi.new("void *[1]"), ffi.new("void *[1]")
-  if rt.cudaMalloc(a, n) ~= 0 or rt.cudaMalloc(b, n) ~= 0 then return nil end
-  rt.cudaMemcpy(b[0], a[0], n, 3)
-  rt.cudaDeviceSynchronize()
-  local times = {}
-  for _ = 1, 10 do
-    local t0 = now()
-    rt.cudaMemcpy(b[0], a[0], n, 3)
-    rt.cudaDeviceSynchronize()
-    times[#times + 1] = now() - t0
-  end
-  rt.cudaFree(a[0]); rt.cudaFree(b[0])
-  return 2 * n / median(times) / 1e9
-end
+local device_gbs = bench.device_gbs
 
 -- BENCH_BACKEND=cpu runs the same cases on the CPU backend (a check of the script, not a figure).
 local backend = os.getenv("BENCH_BACKEND") or "cuda"
