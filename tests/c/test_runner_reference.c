@@ -26,49 +26,9 @@
 #include <cjson/cJSON.h>
 
 #include "check.h"
-#include "fixture.h"
+#include "runner_ref.h"
 #include "lunar.h"
 #include "lunar/runner.h"
-
-#define BS 4 /* small blocks: a 20-token prompt spans several, so paging is exercised */
-#define NBLOCKS 64
-#define MAXT 512
-
-static const char *fixture(const char *rel) { return fixture_path("runner", rel); }
-
-static lunar_runner_t *make_runner(lunar_model_t *m)
-{
-    lunar_runner_options_t o;
-    lunar_runner_options_default(&o);
-    o.num_kv_blocks = NBLOCKS;
-    o.block_size = BS;
-    o.max_num_batched_tokens = MAXT;
-    o.max_num_seqs = 4;
-    o.num_threads = 2;
-    lunar_runner_t *r = NULL;
-    int rc = lunar_runner_create(m, &o, &r);
-    CHECK_MSG(rc == 0, "runner_create: %s", lunar_errmsg());
-    return r;
-}
-
-/* Runs ids[from, to) of one sequence (blocks 0..) as one step; logits of rows [from, to)
- * go to logits[(p - from) * V] when all_rows, else only the last row to logits[0]. */
-static int step(lunar_runner_t *r, const int32_t *ids, int from, int to, int all_rows, float *logits)
-{
-    static int32_t pos[MAXT], bt[NBLOCKS], li[MAXT], qs[2], lens[1];
-    static int64_t slot[MAXT];
-    int T = to - from;
-    for (int i = 0; i < T; i++) {
-        pos[i] = from + i;
-        slot[i] = from + i; /* block b = slot / BS: blocks are the identity table */
-        li[i] = i;
-    }
-    for (int b = 0; b < NBLOCKS; b++) bt[b] = b;
-    qs[0] = 0, qs[1] = T, lens[0] = to;
-    if (!all_rows) li[0] = T - 1;
-    lunar_batch_t b = {T, 1, ids + from, pos, slot, qs, lens, bt, NBLOCKS, li, all_rows ? T : 1};
-    return lunar_runner_forward(r, &b, logits);
-}
 
 /* Largest |ours - ref| over T x V, and whether every element is within tolerance. */
 static double compare(const char *what, const float *ours, const cJSON *ref_rows, int T, int V, int *ok)
@@ -137,7 +97,7 @@ static void check_case(const char *name)
     float *logits = calloc((size_t)T * V, sizeof(float));
     int ok;
 
-    lunar_runner_t *r = make_runner(m);
+    lunar_runner_t *r = make_runner(m, NULL);
     CHECK_EQ_INT(step(r, ids, 0, T, 1, logits), 0);
     double worst = compare(name, logits, rows, T, V, &ok);
     CHECK_MSG(ok, "%s: prefill logits differ from transformers (worst %.3g)", name, worst);
@@ -148,7 +108,7 @@ static void check_case(const char *name)
      * rotated with other angles than a full forward uses: only the one-step forward matches
      * transformers' full-sequence logits (as its own cached decode would not either) */
     if (c->rope.type != LUNAR_ROPE_DYNAMIC) {
-        r = make_runner(m);
+        r = make_runner(m, NULL);
         for (int from = 0; from < T; from += 7) {
             int to = from + 7 < T ? from + 7 : T;
             CHECK_EQ_INT(step(r, ids, from, to, 1, logits + (size_t)from * V), 0);
@@ -156,7 +116,7 @@ static void check_case(const char *name)
         worst = compare(name, logits, rows, T, V, &ok);
         CHECK_MSG(ok, "%s: chunked-prefill logits differ from transformers (worst %.3g)", name, worst);
         lunar_runner_free(r);
-        r = make_runner(m);
+        r = make_runner(m, NULL);
         for (int p = 0; p < T; p++) CHECK_EQ_INT(step(r, ids, p, p + 1, 1, logits + (size_t)p * V), 0);
         worst = compare(name, logits, rows, T, V, &ok);
         CHECK_MSG(ok, "%s: decode logits differ from transformers (worst %.3g)", name, worst);
@@ -168,73 +128,13 @@ static void check_case(const char *name)
     cJSON_Delete(ref);
 }
 
-static int argmax(const float *v, int n)
-{
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (v[i] > v[best]) best = i;
-    return best;
-}
-
-/* Greedy ids of the shared models equal model.generate's, token for token. A flip is excused
- * only where transformers' own top-2 margin is under 1e-4 (a tie at f32 rounding); none is. */
-static void check_greedy(const char *name)
-{
-    char rel[256];
-    snprintf(rel, sizeof rel, "greedy/%s.json", name);
-    cJSON *ref = read_json(fixture(rel));
-    if (!ref) return;
-    const char *shared = getenv("LUNAR_SHARED");
-    char dir[512];
-    snprintf(dir, sizeof dir, "%s/models/%s", shared ? shared : "../shared", name);
-    lunar_model_t *m = NULL;
-    int rc = lunar_model_load(dir, NULL, &m);
-    CHECK_MSG(rc == 0, "load %s: %s", name, lunar_errmsg());
-    if (!m) { cJSON_Delete(ref); return; }
-    int V = lunar_model_config(m)->vocab_size;
-    float *logits = malloc(sizeof(float) * V);
-    const cJSON *cs;
-    int ncase = 0;
-    cJSON_ArrayForEach(cs, cJSON_GetObjectItem(ref, "cases")) {
-        static int32_t ids[MAXT], want[MAXT];
-        static double margin[MAXT];
-        int n = int_array(cJSON_GetObjectItem(cs, "prompt_ids"), ids, MAXT);
-        int nw = int_array(cJSON_GetObjectItem(cs, "new_ids"), want, MAXT);
-        int k = 0;
-        const cJSON *e;
-        cJSON_ArrayForEach(e, cJSON_GetObjectItem(cs, "margins")) if (k < MAXT) margin[k++] = e->valuedouble;
-        lunar_runner_t *r = make_runner(m);
-        CHECK_EQ_INT(step(r, ids, 0, n, 0, logits), 0);
-        int same = 0;
-        for (int i = 0; i < nw; i++) {
-            int got = argmax(logits, V);
-            if (got != want[i]) {
-                CHECK_MSG(margin[i] < 1e-4, "%s prompt %d: token %d is %d, transformers %d (its margin %.3g)", name,
-                          ncase, i, got, want[i], margin[i]);
-                break;
-            }
-            same++;
-            ids[n] = got;
-            CHECK_EQ_INT(step(r, ids, n, n + 1, 0, logits), 0);
-            n++;
-        }
-        printf("%-24s greedy prompt %d: %d/%d tokens equal to model.generate\n", name, ncase, same, nw);
-        lunar_runner_free(r);
-        ncase++;
-    }
-    CHECK_EQ_INT(ncase, 4);
-    free(logits);
-    lunar_model_free(m);
-    cJSON_Delete(ref);
-}
-
 int main(void)
 {
     lunar_log_set_level(LUNAR_LOG_WARN);
     static const char *cases[] = {"llama_gqa_tied", "llama_rope_linear", "llama_rope_dynamic", "llama_rope_llama3",
                                   "mistral_sliding_window", "qwen2_bias_yarn", "qwen3_qk_norm", "baichuan"};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_case(cases[i]);
-    check_greedy("stories260K");
-    check_greedy("TinyStories-656K");
+    check_greedy("stories260K", NULL, NULL);
+    check_greedy("TinyStories-656K", NULL, NULL);
     return CHECK_DONE();
 }

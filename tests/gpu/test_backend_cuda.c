@@ -28,56 +28,10 @@
 #include <cjson/cJSON.h>
 
 #include "check.h"
-#include "fixture.h"
+#include "runner_ref.h"
 #include "lunar.h"
 #include "lunar/runner.h"
 #include "backend/backend.h"
-
-#define BS 4
-#define NBLOCKS 64
-#define MAXT 512
-
-static const char *fixture(const char *rel) { return fixture_path("runner", rel); }
-
-static lunar_runner_t *make_runner(lunar_model_t *m, const char *backend)
-{
-    lunar_runner_options_t o;
-    lunar_runner_options_default(&o);
-    o.backend = backend;
-    o.num_kv_blocks = NBLOCKS;
-    o.block_size = BS;
-    o.max_num_batched_tokens = MAXT;
-    o.max_num_seqs = 4;
-    o.num_threads = 4;
-    lunar_runner_t *r = NULL;
-    int rc = lunar_runner_create(m, &o, &r);
-    CHECK_MSG(rc == 0, "runner_create(%s): %s", backend, lunar_errmsg());
-    return r;
-}
-
-static lunar_model_t *load(const char *dir, const char *dtype)
-{
-    lunar_load_options_t o = {dtype, NULL, 0, 0};
-    lunar_model_t *m = NULL;
-    int rc = lunar_model_load(dir, &o, &m);
-    CHECK_MSG(rc == 0, "load %s as %s: %s", dir, dtype ? dtype : "auto", lunar_errmsg());
-    return m;
-}
-
-/* ids[from, to) of one sequence (identity block table) as one step, logits of every row, or
- * of the last only into logits[0]. */
-static int step(lunar_runner_t *r, const int32_t *ids, int from, int to, int all_rows, float *logits)
-{
-    static int32_t pos[MAXT], bt[NBLOCKS], li[MAXT], qs[2], lens[1];
-    static int64_t slot[MAXT];
-    int T = to - from;
-    for (int i = 0; i < T; i++) pos[i] = from + i, slot[i] = from + i, li[i] = i;
-    for (int b = 0; b < NBLOCKS; b++) bt[b] = b;
-    qs[0] = 0, qs[1] = T, lens[0] = to;
-    if (!all_rows) li[0] = T - 1;
-    lunar_batch_t b = {T, 1, ids + from, pos, slot, qs, lens, bt, NBLOCKS, li, all_rows ? T : 1};
-    return lunar_runner_forward(r, &b, logits);
-}
 
 /* Largest |a - ref|, counting elements over 1e-4 + 1e-5 |ref| (printing the first few). */
 static double compare(const char *what, const float *a, const float *ref, size_t n, int V, int *bad)
@@ -181,69 +135,6 @@ static void check_case(const char *name)
     }
     free(hf), free(cpu), free(gpu);
     lunar_model_free(m), lunar_model_free(mb);
-    cJSON_Delete(ref);
-}
-
-static int argmax(const float *v, int n)
-{
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (v[i] > v[best]) best = i;
-    return best;
-}
-
-static lunar_model_t *shared_model(const char *name, const char *dtype)
-{
-    const char *shared = getenv("LUNAR_SHARED");
-    char dir[512];
-    snprintf(dir, sizeof dir, "%s/models/%s", shared ? shared : "../shared", name);
-    return load(dir, dtype);
-}
-
-/* Greedy ids on cuda equal model.generate's (a flip excused only under a 1e-4 HF margin). */
-static void check_greedy(const char *name)
-{
-    char rel[256];
-    snprintf(rel, sizeof rel, "greedy/%s.json", name);
-    cJSON *ref = read_json(fixture(rel));
-    if (!ref) return;
-    lunar_model_t *m = shared_model(name, "float32");
-    if (!m) { cJSON_Delete(ref); return; }
-    int V = lunar_model_config(m)->vocab_size;
-    float *logits = malloc(sizeof(float) * V);
-    const cJSON *cs;
-    int ncase = 0;
-    cJSON_ArrayForEach(cs, cJSON_GetObjectItem(ref, "cases")) {
-        static int32_t ids[MAXT], want[MAXT];
-        static double margin[MAXT];
-        int n = int_array(cJSON_GetObjectItem(cs, "prompt_ids"), ids, MAXT);
-        int nw = int_array(cJSON_GetObjectItem(cs, "new_ids"), want, MAXT);
-        int k = 0;
-        const cJSON *e;
-        cJSON_ArrayForEach(e, cJSON_GetObjectItem(cs, "margins")) if (k < MAXT) margin[k++] = e->valuedouble;
-        lunar_runner_t *r = make_runner(m, "cuda");
-        if (!r) break;
-        CHECK_EQ_INT(step(r, ids, 0, n, 0, logits), 0);
-        int same = 0;
-        for (int i = 0; i < nw; i++) {
-            int got = argmax(logits, V);
-            if (got != want[i]) {
-                CHECK_MSG(margin[i] < 1e-4, "%s prompt %d: token %d is %d, transformers %d (its margin %.3g)", name,
-                          ncase, i, got, want[i], margin[i]);
-                break;
-            }
-            same++;
-            ids[n] = got;
-            CHECK_EQ_INT(step(r, ids, n, n + 1, 0, logits), 0);
-            n++;
-        }
-        printf("%-24s cuda greedy prompt %d: %d/%d tokens equal to model.generate\n", name, ncase, same, nw);
-        lunar_runner_free(r);
-        ncase++;
-    }
-    CHECK_EQ_INT(ncase, 4);
-    free(logits);
-    lunar_model_free(m);
     cJSON_Delete(ref);
 }
 
@@ -434,8 +325,8 @@ int main(void)
     static const char *cases[] = {"llama_gqa_tied", "llama_rope_linear", "llama_rope_dynamic", "llama_rope_llama3",
                                   "mistral_sliding_window", "qwen2_bias_yarn", "qwen3_qk_norm", "baichuan"};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_case(cases[i]);
-    check_greedy("stories260K");
-    check_greedy("TinyStories-656K");
+    check_greedy("stories260K", "cuda", "float32");
+    check_greedy("TinyStories-656K", "cuda", "float32");
     check_mixed("stories260K");
     check_mixed("TinyStories-656K");
     check_generic_attention("TinyStories-656K");
