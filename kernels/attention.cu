@@ -1,21 +1,26 @@
 /*
- * kernels/attention.cu — causal attention of a varlen batch over the paged KV cache, one kernel
- * for prefill, chunked prefill and decode (flash-decoding split-K, GQA-aware).
+ * kernels/attention.cu — causal attention of a varlen batch over the paged KV cache: prefill,
+ * chunked prefill and decode mixed in one call, GQA-aware, long contexts split (flash-decoding).
  *
- * Work unit: a CTA takes one kv head and a tile of up to 8 "rows", a row being one (query
- * token, query head) pair of the same sequence: the GQA group's heads of one token (ratio 8:
- * 1 token x 8 heads), or several consecutive tokens of a prefill (ratio 1: 8 tokens x 1 head).
- * Each K/V vector fetched from the cache is used by all rows of the tile, so a GQA decode reads
- * the cache once per kv head instead of once per query head, and a prefill reads it once per
- * 8 queries. Keys go to lane groups of TPK lanes (TPK = head_dim/8 rounded up to a power of
- * two, one 16-byte chunk per lane); a warp holds 32/TPK keys at a time, each row keeps an
- * online softmax (running max, sum, accumulator) in registers, in base 2 (log2 e folded into
- * the scale). Groups and warps are merged at the end through shuffles and shared memory.
+ * Three kernels share the work by the query count of each sequence (see lunar_cuda_attention):
+ *   k_fa_prefill   sequences of FA_MIN_Q+ queries in f16/bf16 with head_dim 64/80/96/128:
+ *                  flash-attention tiling on tensor cores (WMMA).
+ *   k_attn_decode  sequences of fewer queries (decode steps): one CTA per (token, kv head,
+ *                  partition) serving the whole GQA group, a thread per key for the scores.
+ *   k_attn         everything else (f32, other head sizes, GQA groups over 8), on CUDA cores:
+ *                  a CTA takes one kv head and a tile of up to 8 "rows", a row being one (query
+ *                  token, query head) pair of the same sequence, so each K/V vector fetched is
+ *                  used by all rows of the tile. Keys go to lane groups of TPK lanes (TPK =
+ *                  head_dim/8 rounded up to a power of two, one 16-byte chunk per lane); each
+ *                  row keeps an online softmax in registers, in base 2 (log2 e folded into the
+ *                  scale); groups and warps are merged through shuffles and shared memory.
  * Long contexts split into partitions over blockIdx.z; the partial (max, sum, normalized
  * accumulator) of each partition goes to the workspace and k_attn_merge combines them.
- * CUDA cores only (no tensor cores): correct for every shape; a tensor-core prefill is the next
- * step for long prompts.
  */
+#include <mma.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "common.cuh"
 
 #define ATTN_WARPS 4
@@ -24,13 +29,17 @@
 #define ATTN_LOG2E 1.4426950408889634f
 
 /* Exclusive scan of tiles per sequence: tile_start[s] = sum over s' < s of ceil(qlen/qt). */
-__global__ void k_attn_plan(int32_t *tile_start, const int32_t *qs, int num_seqs, int qt)
+/* only: 0 every sequence; 1 only those with qlen < minq; 2 only those with qlen >= minq (the
+ * flash-prefill kernel's tiles and the CUDA-core kernel's tiles of one mixed batch). */
+__global__ void k_attn_plan(int32_t *tile_start, const int32_t *qs, int num_seqs, int qt, int only, int minq)
 {
     __shared__ int scan[1024];
     int base = 0;
     for (int s0 = 0; s0 < num_seqs; s0 += 1024) {
         int s = s0 + (int)threadIdx.x;
-        int n = s < num_seqs ? (qs[s + 1] - qs[s] + qt - 1) / qt : 0;
+        int ql = s < num_seqs ? qs[s + 1] - qs[s] : 0;
+        int n = (ql + qt - 1) / qt;
+        if ((only == 1 && ql >= minq) || (only == 2 && ql < minq)) n = 0;
         scan[threadIdx.x] = n;
         __syncthreads();
         for (int off = 1; off < 1024; off <<= 1) {
@@ -49,6 +58,9 @@ __global__ void k_attn_plan(int32_t *tile_start, const int32_t *qs, int num_seqs
 struct attn_args {
     const int32_t *qs, *seq_lens, *bt, *tile_start;
     int mbps, num_seqs, nh, nkv, hd, bs, window, q_stride, out_stride;
+    int only, minq;   /* as k_attn_plan: k_attn's sequences (1: qlen < minq only, 2: >= minq only) */
+    int merge_skip_long;  /* tokens of sequences with qlen >= minq are written by k_fa_prefill */
+    int dec_short_only;   /* k_attn_decode takes only the sequences with qlen < minq */
     int gh, qt, hcn, tpk, part, nsplit;
     float scale;      /* softmax scale times log2(e) */
     float *ws_ml;     /* [T][nh][nsplit][2] */
@@ -224,6 +236,7 @@ __global__ void k_attn_merge(T *out, attn_args a)
     int tok = blockIdx.x, head = blockIdx.y;
     int s = upper_index(a.qs, a.num_seqs, tok);
     int qlen = a.qs[s + 1] - a.qs[s];
+    if (a.merge_skip_long && qlen >= a.minq) return; /* written by k_fa_prefill */
     int pos = a.seq_lens[s] - qlen + (tok - a.qs[s]);
     int lo = a.window > 0 ? max(0, pos - a.window + 1) : 0;
     int z0 = lo / a.part, z1 = pos / a.part;
@@ -243,6 +256,373 @@ __global__ void k_attn_merge(T *out, attn_args a)
         }
         out[(size_t)tok * a.out_stride + (size_t)head * a.hd + d] = from_f<T>(L > 0.0f ? A / L : 0.0f);
     }
+}
+
+/* ---- decode ------------------------------------------------------------------------------
+ * The tokens of sequences with fewer than FA_MIN_Q queries (decode steps, short chunks). A CTA
+ * takes one token, one kv head and one partition of its context, and serves the kv head's
+ * whole GQA group (G <= 8 query heads), so every K and V row is read once. Keys go in chunks
+ * of DEC_CHUNK, one per thread: a thread loads its key's whole row (head_dim/8 independent
+ * 16-byte loads in flight) and scores it against the group's queries (in shared memory, read
+ * as broadcasts), so no shuffle is needed per key; the chunk's softmax statistics are block
+ * reductions. Then lane groups of head_dim/8 threads take every KG-th key of the chunk for
+ * P.V, 16 bytes of V per thread per key. Per-thread accumulators are merged across lane
+ * groups once, at the end of the partition. k_attn, which gives each lane group a key and
+ * reduces every dot product with shuffles, reached 15-40% of copy bandwidth at decode. */
+#define DEC_THREADS 128
+#define DEC_CHUNK DEC_THREADS
+
+template <typename T, int GM>
+__global__ void __launch_bounds__(DEC_THREADS) k_attn_decode(T *out, const T *q, const T *kc, const T *vc, attn_args a)
+{
+    extern __shared__ __align__(16) float dsh[];
+    int G = a.nh / a.nkv, hd = a.hd;
+    float *s_q = dsh;                        /* [G][hd], scaled */
+    float *s_p = s_q + GM * hd;              /* [G][DEC_CHUNK] scores, then weights */
+    float *s_red = s_p + GM * DEC_CHUNK;     /* [4 warps][GM] */
+    float *s_m = s_red + 4 * GM, *s_l = s_m + GM, *s_c = s_l + GM;
+    size_t *s_off = (size_t *)(s_c + GM + (GM & 1)); /* [DEC_CHUNK] cache offsets of the chunk's keys */
+    float *s_acc = (float *)(s_off + DEC_CHUNK);     /* [4 warps][GM][hd] */
+
+    int t = blockIdx.x, kvh = blockIdx.y, z = blockIdx.z, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    int s = upper_index(a.qs, a.num_seqs, t);
+    int qbeg = a.qs[s], qlen = a.qs[s + 1] - qbeg;
+    if (a.dec_short_only && qlen >= a.minq) return;
+    int pos = a.seq_lens[s] - qlen + (t - qbeg);
+    int lo = a.window > 0 ? max(0, pos - a.window + 1) : 0;
+    int kbeg = max(lo, z * a.part), kfin = min(pos + 1, (z + 1) * a.part);
+    if (kbeg >= kfin) return; /* the merge reads only partitions that hold keys */
+
+    for (int i = tid; i < G * hd; i += DEC_THREADS)
+        s_q[i] = to_f<T>(q[(size_t)t * a.q_stride + (size_t)(kvh * G) * hd + i]) * a.scale;
+    if (tid < GM) s_m[tid] = -INFINITY, s_l[tid] = 0.0f;
+    int tpk = a.tpk, kg = tid / tpk, KG = DEC_THREADS / tpk, c8 = (tid % tpk) * 8;
+    bool cact = c8 < hd;
+    float acc[GM][8];
+#pragma unroll
+    for (int g = 0; g < GM; g++)
+#pragma unroll
+        for (int e = 0; e < 8; e++) acc[g][e] = 0.0f;
+    const int32_t *btab = a.bt + (size_t)s * a.mbps;
+    size_t row_elems = (size_t)a.nkv * hd;
+    __syncthreads();
+    for (int c0 = kbeg; c0 < kfin; c0 += DEC_CHUNK) {
+        int j = c0 + tid;
+        float sc[GM];
+#pragma unroll
+        for (int g = 0; g < GM; g++) sc[g] = 0.0f;
+        if (j < kfin) {
+            size_t off = ((size_t)btab[j / a.bs] * a.bs + j % a.bs) * row_elems + (size_t)kvh * hd;
+            s_off[tid] = off;
+            for (int d0 = 0; d0 < hd; d0 += 64) { /* up to 8 loads in flight per thread */
+                uint4 kv[8];
+#pragma unroll
+                for (int u = 0; u < 8; u++)
+                    if (d0 + 8 * u < hd) kv[u] = *(const uint4 *)(kc + off + d0 + 8 * u);
+#pragma unroll
+                for (int u = 0; u < 8; u++) {
+                    if (d0 + 8 * u >= hd) break;
+                    float kf[8];
+                    const T *e = (const T *)&kv[u];
+                    if constexpr (sizeof(T) == 4) {
+                        /* f32: a uint4 is 4 elements; load the other 4 */
+                        load8(kc + off + d0 + 8 * u, kf);
+                    } else {
+#pragma unroll
+                        for (int i = 0; i < 8; i++) kf[i] = to_f<T>(e[i]);
+                    }
+#pragma unroll
+                    for (int g = 0; g < GM; g++) {
+                        if (g >= G) break;
+                        const float *qg = s_q + g * hd + d0 + 8 * u;
+#pragma unroll
+                        for (int i = 0; i < 8; i++) sc[g] = fmaf(qg[i], kf[i], sc[g]);
+                    }
+                }
+            }
+        }
+        /* chunk max per head, then the running max and the rescale of what came before */
+#pragma unroll
+        for (int g = 0; g < GM; g++) {
+            float v = j < kfin && g < G ? sc[g] : -INFINITY;
+            s_p[g * DEC_CHUNK + tid] = v;
+            for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+            if (lane == 0) s_red[warp * GM + g] = v;
+        }
+        __syncthreads();
+        if (tid < G) {
+            float mc = fmaxf(fmaxf(s_red[tid], s_red[GM + tid]), fmaxf(s_red[2 * GM + tid], s_red[3 * GM + tid]));
+            float mold = s_m[tid], mnew = fmaxf(mold, mc);
+            s_c[tid] = mnew == -INFINITY ? 1.0f : exp2f(mold - mnew);
+            s_m[tid] = mnew;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int g = 0; g < GM; g++) {
+            if (g >= G) break;
+            float v = s_p[g * DEC_CHUNK + tid], m = s_m[g];
+            float pw = v == -INFINITY ? 0.0f : exp2f(v - m);
+            s_p[g * DEC_CHUNK + tid] = pw;
+            for (int o = 16; o > 0; o >>= 1) pw += __shfl_xor_sync(0xffffffffu, pw, o);
+            if (lane == 0) s_red[warp * GM + g] = pw;
+#pragma unroll
+            for (int e = 0; e < 8; e++) acc[g][e] *= s_c[g];
+        }
+        __syncthreads();
+        if (tid < G) s_l[tid] = s_l[tid] * s_c[tid] + s_red[tid] + s_red[GM + tid] + s_red[2 * GM + tid] + s_red[3 * GM + tid];
+        int n = min(DEC_CHUNK, kfin - c0);
+        if (cact && kg < KG) {
+#pragma unroll 4
+            for (int i = kg; i < n; i += KG) {
+                float vf[8];
+                load8(vc + s_off[i] + c8, vf);
+#pragma unroll
+                for (int g = 0; g < GM; g++) {
+                    if (g >= G) break;
+                    float pw = s_p[g * DEC_CHUNK + i];
+#pragma unroll
+                    for (int e = 0; e < 8; e++) acc[g][e] = fmaf(pw, vf[e], acc[g][e]);
+                }
+            }
+        }
+        __syncthreads(); /* s_p, s_off and s_red are rewritten by the next chunk */
+    }
+    /* lane groups of a warp hold the same dims: shuffle them together, then the warps via smem */
+    for (int o = tpk; o < 32; o <<= 1)
+#pragma unroll
+        for (int g = 0; g < GM; g++)
+#pragma unroll
+            for (int e = 0; e < 8; e++) acc[g][e] += __shfl_xor_sync(0xffffffffu, acc[g][e], o);
+    if (lane < tpk && cact)
+#pragma unroll
+        for (int g = 0; g < GM; g++) {
+            if (g >= G) break;
+#pragma unroll
+            for (int e = 0; e < 8; e++) s_acc[(warp * GM + g) * hd + c8 + e] = acc[g][e];
+        }
+    __syncthreads();
+    for (int i = tid; i < G * hd; i += DEC_THREADS) {
+        int g = i / hd, d = i % hd, head = kvh * G + g;
+        float A = s_acc[g * hd + d] + s_acc[(GM + g) * hd + d] + s_acc[(2 * GM + g) * hd + d] +
+                  s_acc[(3 * GM + g) * hd + d];
+        float L = s_l[g], o = L > 0.0f ? A / L : 0.0f;
+        if (a.nsplit == 1) {
+            out[(size_t)t * a.out_stride + (size_t)head * hd + d] = from_f<T>(o);
+        } else {
+            size_t e = ((size_t)t * a.nh + head) * a.nsplit + z;
+            a.ws_acc[e * hd + d] = o;
+            if (d == 0) a.ws_ml[e * 2] = s_m[g], a.ws_ml[e * 2 + 1] = L;
+        }
+    }
+}
+
+static size_t dec_smem(int GM, int hd)
+{
+    size_t f = (size_t)GM * hd + (size_t)GM * DEC_CHUNK + 4 * GM + 3 * GM + (GM & 1);
+    return f * sizeof(float) + DEC_CHUNK * sizeof(size_t) + (size_t)4 * GM * hd * sizeof(float);
+}
+
+template <typename T>
+static int dec_launch(T *out, const T *q, const T *kc, const T *vc, const attn_args &a, int num_tokens, int nsplit,
+                      cudaStream_t st)
+{
+    int G = a.nh / a.nkv, GM = G <= 1 ? 1 : G <= 2 ? 2 : G <= 4 ? 4 : 8;
+    size_t shm = dec_smem(GM, a.hd);
+    dim3 grid(num_tokens, a.nkv, nsplit);
+#define DEC_CASE(N)                                                                                        \
+    case N: {                                                                                              \
+        static bool ready = false;                                                                         \
+        if (!ready) {                                                                                      \
+            cudaError_t e = cudaFuncSetAttribute(k_attn_decode<T, N>, cudaFuncAttributeMaxDynamicSharedMemorySize, \
+                                                 (int)dec_smem(N, ATTN_MAX_HD));                            \
+            if (e != cudaSuccess) return (int)e;                                                           \
+            ready = true;                                                                                  \
+        }                                                                                                  \
+        k_attn_decode<T, N><<<grid, DEC_THREADS, shm, st>>>(out, q, kc, vc, a);                            \
+        break;                                                                                             \
+    }
+    switch (GM) {
+        DEC_CASE(1)
+        DEC_CASE(2)
+        DEC_CASE(4)
+        DEC_CASE(8)
+    }
+#undef DEC_CASE
+    return launch_status();
+}
+
+/* ---- prefill on tensor cores ------------------------------------------------------------
+ * Flash-attention tiling (Dao et al., FlashAttention-2, arXiv 2307.08691: Q tile resident,
+ * K/V tiles streamed, online softmax) for the sequences of a step with at least FA_MIN_Q
+ * query tokens. A CTA takes FA_BQ consecutive queries of one query head; its 4 warps own 16
+ * rows each. Per key tile of FA_BK keys (gathered through the block table into shared memory):
+ * S = Q K^T on tensor cores (WMMA 16x16x16, f32 accumulation), the online softmax in f32 on
+ * S in shared memory (causal and window masks per element, base 2), P rounded to the storage
+ * type (as FlashAttention does) and O += P V on tensor cores, O kept in f32 in shared memory
+ * so that the per-row rescaling needs no knowledge of the fragment layout. 16-bit types and
+ * head_dim 64/80/96/128 only; everything else stays on k_attn. */
+#define FA_BQ 64
+#define FA_BK 64
+#define FA_WARPS 4
+#define FA_MIN_Q 16
+
+template <int HD> struct fa_layout {
+    static constexpr int LDQ = HD + 8;    /* Q, K, V rows (elements): 16 bytes of skew */
+    static constexpr int LDS = FA_BK + 4; /* S rows (floats) */
+    static constexpr int LDP = FA_BK + 8; /* P rows (elements) */
+    static constexpr int LDO = HD + 4;    /* O rows (floats) */
+    static constexpr size_t Q = (size_t)FA_BQ * LDQ * 2, KV = (size_t)FA_BK * LDQ * 2;
+    static constexpr size_t S = (size_t)FA_BQ * LDS * 4, P = (size_t)FA_BQ * LDP * 2;
+    static constexpr size_t O = (size_t)FA_BQ * LDO * 4;
+    static constexpr size_t BYTES = Q + 2 * KV + S + P + O + 3 * FA_BQ * sizeof(float);
+};
+
+template <typename T, int HD>
+__global__ void __launch_bounds__(FA_WARPS * 32)
+k_fa_prefill(T *out, const T *q, const T *kc, const T *vc, attn_args a, const int32_t *tile_start)
+{
+    using namespace nvcuda;
+    typedef fa_layout<HD> L;
+    extern __shared__ __align__(128) unsigned char fa_sh[];
+    T *sQ = (T *)fa_sh, *sK = (T *)(fa_sh + L::Q), *sV = (T *)(fa_sh + L::Q + L::KV);
+    float *sS = (float *)(fa_sh + L::Q + 2 * L::KV);
+    T *sP = (T *)(fa_sh + L::Q + 2 * L::KV + L::S);
+    float *sO = (float *)(fa_sh + L::Q + 2 * L::KV + L::S + L::P);
+    float *sM = sO + FA_BQ * L::LDO, *sL = sM + FA_BQ, *sC = sL + FA_BQ;
+    constexpr int CH = HD / 8, NT = FA_WARPS * 32;
+
+    int tile = blockIdx.x;
+    if (tile >= tile_start[a.num_seqs]) return;
+    int s = upper_index(tile_start, a.num_seqs, tile);
+    int qbeg = a.qs[s], qlen = a.qs[s + 1] - qbeg;
+    int q0 = (tile - tile_start[s]) * FA_BQ, nq = min(FA_BQ, qlen - q0);
+    int pos0 = a.seq_lens[s] - qlen + q0; /* position of the tile's first query */
+    int head = blockIdx.y, kvh = head / (a.nh / a.nkv);
+    int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const uint4 zero = make_uint4(0, 0, 0, 0);
+
+    for (int i = tid; i < FA_BQ * CH; i += NT) {
+        int r = i / CH, c = (i % CH) * 8;
+        *(uint4 *)(sQ + r * L::LDQ + c) =
+            r < nq ? *(const uint4 *)(q + (size_t)(qbeg + q0 + r) * a.q_stride + (size_t)head * HD + c) : zero;
+    }
+    for (int i = tid; i < FA_BQ * L::LDO; i += NT) sO[i] = 0.0f;
+    if (tid < FA_BQ) sM[tid] = -INFINITY, sL[tid] = 0.0f;
+
+    int kend = pos0 + nq, klo = a.window > 0 ? max(0, pos0 - a.window + 1) : 0;
+    const int32_t *btab = a.bt + (size_t)s * a.mbps;
+    size_t row_elems = (size_t)a.nkv * HD;
+    /* the softmax lanes: two per row, 32 columns each */
+    int sr = warp * 16 + (lane >> 1), c0 = (lane & 1) * (FA_BK / 2);
+    int spos = pos0 + sr, slo = a.window > 0 ? spos - a.window + 1 : 0;
+    bool srow_ok = sr < nq;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+    for (int k0 = klo; k0 < kend; k0 += FA_BK) {
+        __syncthreads(); /* the previous tile's K/V are consumed (and the set-up is visible) */
+        for (int i = tid; i < FA_BK * CH; i += NT) {
+            int r = i / CH, c = (i % CH) * 8, j = k0 + r;
+            uint4 kv = zero, vv = zero;
+            if (j < kend) {
+                size_t off = ((size_t)btab[j / a.bs] * a.bs + j % a.bs) * row_elems + (size_t)kvh * HD + c;
+                kv = *(const uint4 *)(kc + off);
+                vv = *(const uint4 *)(vc + off);
+            }
+            *(uint4 *)(sK + r * L::LDQ + c) = kv;
+            *(uint4 *)(sV + r * L::LDQ + c) = vv;
+        }
+        __syncthreads();
+        /* S = Q K^T for this warp's 16 rows: K stored key-major is K^T column-major */
+        for (int j = 0; j < FA_BK / 16; j++) {
+            wmma::fill_fragment(acc, 0.0f);
+#pragma unroll
+            for (int k = 0; k < HD / 16; k++) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fq;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> fk;
+                wmma::load_matrix_sync(fq, sQ + warp * 16 * L::LDQ + k * 16, L::LDQ);
+                wmma::load_matrix_sync(fk, sK + j * 16 * L::LDQ + k * 16, L::LDQ);
+                wmma::mma_sync(acc, fq, fk, acc);
+            }
+            wmma::store_matrix_sync(sS + warp * 16 * L::LDS + j * 16, acc, L::LDS, wmma::mem_row_major);
+        }
+        __syncwarp();
+        {
+            float *srow = sS + sr * L::LDS + c0;
+            T *prow = sP + sr * L::LDP + c0;
+            float mx = -INFINITY;
+            for (int c = 0; c < FA_BK / 2; c++) {
+                int j = k0 + c0 + c;
+                float v = srow_ok && j <= spos && j >= slo ? srow[c] * a.scale : -INFINITY;
+                srow[c] = v;
+                mx = fmaxf(mx, v);
+            }
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            float mold = sM[sr], mnew = fmaxf(mold, mx);
+            float corr = mnew == -INFINITY ? 1.0f : exp2f(mold - mnew), sum = 0.0f;
+            for (int c = 0; c < FA_BK / 2; c++) {
+                float v = srow[c];
+                T e = from_f<T>(v == -INFINITY ? 0.0f : exp2f(v - mnew));
+                prow[c] = e;
+                sum += to_f<T>(e); /* the weights P V uses, so that O / l is their mean */
+            }
+            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+            __syncwarp(); /* both lanes of the row have read sM */
+            if (!(lane & 1)) sM[sr] = mnew, sL[sr] = sL[sr] * corr + sum, sC[sr] = corr;
+        }
+        __syncwarp();
+        for (int i = lane; i < 16 * HD; i += 32) {
+            int r = warp * 16 + i / HD;
+            sO[r * L::LDO + i % HD] *= sC[r];
+        }
+        __syncwarp();
+        for (int d = 0; d < HD / 16; d++) {
+            float *o = sO + warp * 16 * L::LDO + d * 16;
+            wmma::load_matrix_sync(acc, o, L::LDO, wmma::mem_row_major);
+#pragma unroll
+            for (int k = 0; k < FA_BK / 16; k++) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fp;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> fv;
+                wmma::load_matrix_sync(fp, sP + warp * 16 * L::LDP + k * 16, L::LDP);
+                wmma::load_matrix_sync(fv, sV + k * 16 * L::LDQ + d * 16, L::LDQ);
+                wmma::mma_sync(acc, fp, fv, acc);
+            }
+            wmma::store_matrix_sync(o, acc, L::LDO, wmma::mem_row_major);
+        }
+    }
+    __syncthreads();
+    for (int i = tid; i < nq * HD; i += NT) {
+        int r = i / HD, d = i % HD;
+        float l = sL[r];
+        out[(size_t)(qbeg + q0 + r) * a.out_stride + (size_t)head * HD + d] =
+            from_f<T>(l > 0.0f ? sO[r * L::LDO + d] / l : 0.0f);
+    }
+}
+
+template <typename T, int HD>
+static int fa_launch(T *out, const T *q, const T *kc, const T *vc, const attn_args &a, const int32_t *tile_start,
+                     int max_tiles, cudaStream_t st)
+{
+    static bool ready = false; /* the >48 KiB shared-memory opt-in, once per instantiation */
+    if (!ready) {
+        cudaError_t e = cudaFuncSetAttribute(k_fa_prefill<T, HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             (int)fa_layout<HD>::BYTES);
+        if (e != cudaSuccess) return (int)e;
+        ready = true;
+    }
+    k_fa_prefill<T, HD><<<dim3(max_tiles, a.nh), FA_WARPS * 32, fa_layout<HD>::BYTES, st>>>(out, q, kc, vc, a,
+                                                                                           tile_start);
+    return launch_status();
+}
+
+/* The flash kernel takes this step's long sequences when the type and head_dim allow it. */
+static bool fa_eligible(lunar_dtype_t dt, int hd, int num_tokens)
+{
+    static int off = -1;
+    if (off < 0) {
+        const char *e = getenv("LUNAR_CUDA_FLASH");
+        off = e && !strcmp(e, "0");
+    }
+    return !off && num_tokens >= FA_MIN_Q && (dt == LUNAR_DTYPE_BF16 || dt == LUNAR_DTYPE_F16) &&
+           (hd == 64 || hd == 80 || hd == 96 || hd == 128);
 }
 
 /* The launch shape, shared by the workspace size and the launch so that both agree. */
@@ -282,7 +662,8 @@ extern "C" size_t lunar_cuda_attention_workspace_size(int num_tokens, int num_se
 {
     if (num_kv_heads <= 0 || num_heads % num_kv_heads) return 0;
     attn_shape p = attn_plan_shape(num_tokens, num_seqs, num_heads, num_kv_heads, head_dim, max_seq_len);
-    size_t n = align256((size_t)(num_seqs + 1) * sizeof(int32_t));
+    /* two tile plans (k_attn's and k_fa_prefill's), then the split partials */
+    size_t n = 2 * align256((size_t)(num_seqs + 1) * sizeof(int32_t));
     if (p.nsplit > 1) {
         size_t e = (size_t)num_tokens * num_heads * p.nsplit;
         n += align256(e * 2 * sizeof(float)) + align256(e * head_dim * sizeof(float));
@@ -326,25 +707,65 @@ extern "C" int lunar_cuda_attention(void *out, const void *q, const void *k_cach
     a.part = p.part;
     a.nsplit = p.nsplit;
     a.scale = scale * ATTN_LOG2E;
+    /* who takes which tokens: sequences of FA_MIN_Q+ queries go to k_fa_prefill where it
+     * applies, else k_attn; shorter ones to k_attn_decode (GQA groups up to 8), else k_attn */
+    static int dec_off = -1;
+    if (dec_off < 0) {
+        const char *ev = getenv("LUNAR_CUDA_DECODE_ATTN");
+        dec_off = ev && !strcmp(ev, "0");
+    }
+    bool fa = fa_eligible(dt, head_dim, num_tokens), dec = !dec_off && num_heads / num_kv_heads <= 8;
+    bool use_attn = !(fa && dec);
+    a.only = fa ? 1 : dec ? 2 : 0;
+    a.minq = FA_MIN_Q;
+    a.merge_skip_long = fa;
+    a.dec_short_only = 1;
     char *ws = (char *)workspace;
     a.tile_start = (int32_t *)ws;
+    ws += align256((size_t)(num_seqs + 1) * sizeof(int32_t));
+    int32_t *fa_tiles = (int32_t *)ws;
     ws += align256((size_t)(num_seqs + 1) * sizeof(int32_t));
     size_t e = (size_t)num_tokens * num_heads * p.nsplit;
     a.ws_ml = p.nsplit > 1 ? (float *)ws : nullptr;
     a.ws_acc = p.nsplit > 1 ? (float *)(ws + align256(e * 2 * sizeof(float))) : nullptr;
-    k_attn_plan<<<1, 1024, 0, st>>>((int32_t *)a.tile_start, query_start, num_seqs, p.qt);
-    int rc = launch_status();
-    if (rc) return rc;
+    int rc = 0;
+    if (fa) {
+        k_attn_plan<<<1, 1024, 0, st>>>(fa_tiles, query_start, num_seqs, FA_BQ, 2, FA_MIN_Q);
+        if ((rc = launch_status())) return rc;
+        /* an upper bound on the long sequences' tiles; the extra CTAs return at once */
+        int fa_seqs = num_seqs < num_tokens / FA_MIN_Q ? num_seqs : num_tokens / FA_MIN_Q;
+        int max_tiles = (num_tokens + FA_BQ - 1) / FA_BQ + fa_seqs;
+#define FA_CALL(TT, HD) \
+    fa_launch<TT, HD>((TT *)out, (const TT *)q, (const TT *)k_cache, (const TT *)v_cache, a, fa_tiles, max_tiles, st)
+#define FA_HD(TT) \
+    (head_dim == 64 ? FA_CALL(TT, 64) : head_dim == 80 ? FA_CALL(TT, 80) : head_dim == 96 ? FA_CALL(TT, 96) \
+                                                                         : FA_CALL(TT, 128))
+        rc = dt == LUNAR_DTYPE_BF16 ? FA_HD(bf16_t) : FA_HD(f16_t);
+#undef FA_HD
+#undef FA_CALL
+        if (rc) return rc;
+    }
+    if (use_attn) {
+        k_attn_plan<<<1, 1024, 0, st>>>((int32_t *)a.tile_start, query_start, num_seqs, p.qt, a.only, FA_MIN_Q);
+        if ((rc = launch_status())) return rc;
+    }
     dim3 grid(p.max_tiles, num_kv_heads * p.hcn, p.nsplit);
     LUNAR_DISPATCH(dt, {
-        if (p.rows == 4)
-            k_attn<T, 4><<<grid, ATTN_WARPS * 32, 0, st>>>((T *)out, (const T *)q, (const T *)k_cache,
-                                                           (const T *)v_cache, a);
-        else
-            k_attn<T, ATTN_ROWS><<<grid, ATTN_WARPS * 32, 0, st>>>((T *)out, (const T *)q,
-                                                                   (const T *)k_cache, (const T *)v_cache, a);
-        rc = launch_status();
-        if (rc) return rc;
+        if (dec) {
+            rc = dec_launch<T>((T *)out, (const T *)q, (const T *)k_cache, (const T *)v_cache, a, num_tokens,
+                               p.nsplit, st);
+            if (rc) return rc;
+        }
+        if (use_attn) {
+            if (p.rows == 4)
+                k_attn<T, 4><<<grid, ATTN_WARPS * 32, 0, st>>>((T *)out, (const T *)q, (const T *)k_cache,
+                                                               (const T *)v_cache, a);
+            else
+                k_attn<T, ATTN_ROWS><<<grid, ATTN_WARPS * 32, 0, st>>>((T *)out, (const T *)q,
+                                                                       (const T *)k_cache, (const T *)v_cache, a);
+            rc = launch_status();
+            if (rc) return rc;
+        }
         if (p.nsplit > 1)
             k_attn_merge<T><<<dim3(num_tokens, num_heads), 64, 0, st>>>((T *)out, a);
     });
