@@ -3,11 +3,14 @@
  *
  * Correct first, tuned later: each kernel is the plainest mapping of the CPU op
  * (backend/cpu_ops.c) onto a grid, computing in f32 whatever the storage dtype, so that the
- * f32 mode agrees with the CPU backend to rounding. The attention kernel is one block per
- * (token, query head) with an online softmax over tiles of 128 keys read through the block
- * table: a direct transcription of the CPU's loop; flash-decoding splits and tensor cores are
- * kernels/attention.cu's job. The one kernel here that is about speed is k_be_gemv, the decode
- * GEMM of the 16-bit modes (see its comment).
+ * f32 mode agrees with the CPU backend to rounding. The attention kernel here is the fallback
+ * for head_dim not a multiple of 8: one block per (token, query head) with an online softmax
+ * over tiles of 128 keys read through the block table, a direct transcription of the CPU's
+ * loop; the backend's attention is kernels/attention.cu (flash-decoding, tensor-core prefill).
+ * Tuned where a decode step showed them (LUNAR_CUDA_PROFILE): RMSNorm (k_be_rmsnorm_v).
+ * Decode GEMMs are cuBLAS's: a warp-per-row GEMV kept here until 2026-11 reached 55-80% of
+ * copy bandwidth against cuBLAS's better figure at every batch of 1 to 8 rows
+ * (bench/results/cuda_bench_h100.txt), and was removed.
  */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -185,151 +188,83 @@ __global__ void k_be_gather_rows(T *dst, const T *src, const int32_t *idx, int d
     for (int i = threadIdx.x; i < dim; i += blockDim.x) dst[(size_t)r * dim + i] = src[(size_t)idx[r] * dim + i];
 }
 
-/* Skinny GEMM for decode (R <= 8 rows of x): one warp per output n streams W's row once with
- * 16-byte loads (8 elements) and keeps R dot products; x rows come through L1/L2, being small.
- * cuBLAS's general kernels tile N x T and read W at well under the memory roofline when T is 1;
- * this is the plain memory-bound form. K % 8 == 0 and 16-byte aligned rows (the caller checks). */
-__device__ __forceinline__ void unpack8(uint4 v, const __nv_bfloat16 *, float f[8])
+/* Columns [c, c + n_i) of src [T][Ntot] to segment i's [T][n_i] (+ bias): the split of a
+ * stacked GEMM's output. 8 elements per thread when every n_i is a multiple of 8. */
+template <typename T>
+__global__ void k_be_split_cols(lunar_cuda_be_segs_t o, const T *src, int T_, int Ntot)
 {
-    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&v;
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        float2 p = __bfloat1622float2(h[i]);
-        f[2 * i] = p.x, f[2 * i + 1] = p.y;
-    }
-}
-__device__ __forceinline__ void unpack8(uint4 v, const __half *, float f[8])
-{
-    const __half2 *h = (const __half2 *)&v;
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        float2 p = __half22float2(h[i]);
-        f[2 * i] = p.x, f[2 * i + 1] = p.y;
+    long total = (long)T_ * Ntot;
+    for (long e = (long)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += (long)gridDim.x * blockDim.x) {
+        int t = (int)(e / Ntot), n = (int)(e % Ntot), seg = 0;
+        while (seg < o.count - 1 && n >= o.n[seg]) n -= o.n[seg++];
+        float v = ld(&src[e]) + (o.bias[seg] ? o.bias[seg][n] : 0.0f);
+        st(&((T *)o.y[seg])[(size_t)t * o.n[seg] + n], v);
     }
 }
 
-template <typename T, typename O, int R>
-__global__ void __launch_bounds__(256) k_be_gemv(O *y, const T *x, const T *W, const float *bias, int N, int K)
+/* RMSNorm of rows of dim <= 8192, dim % 8 == 0: one thread per 8 elements, 16-byte loads and
+ * stores, the row held in registers between the sum of squares and the scaling (k_be_rmsnorm
+ * re-reads it and loops with dependent loads: ~18 us for one row of 4096, most of a decode
+ * step's non-GEMM time; this is a few). Same arithmetic as k_be_rmsnorm per element. */
+template <typename T>
+__device__ __forceinline__ void load8v(const T *p, float f[8])
 {
-    int n = (int)(((long)blockIdx.x * blockDim.x + threadIdx.x) / 32), lane = threadIdx.x % 32;
-    if (n >= N) return;
-    const T *w = W + (size_t)n * K;
-    float acc[R];
+    uint4 u = *(const uint4 *)p;
+    const T *e = (const T *)&u;
 #pragma unroll
-    for (int r = 0; r < R; r++) acc[r] = 0;
-#pragma unroll 4
-    for (int k = lane * 8; k < K; k += 256) {
-        float wf[8], xf[8];
-        unpack8(__ldg((const uint4 *)(w + k)), w, wf);
-#pragma unroll
-        for (int r = 0; r < R; r++) {
-            unpack8(*(const uint4 *)(x + (size_t)r * K + k), x, xf);
-#pragma unroll
-            for (int i = 0; i < 8; i++) acc[r] += wf[i] * xf[i];
-        }
-    }
-#pragma unroll
-    for (int r = 0; r < R; r++) {
-        float v = acc[r];
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-        if (lane == 0) st(&y[(size_t)r * N + n], v + (bias ? bias[n] : 0.0f));
-    }
+    for (int i = 0; i < 8; i++) f[i] = ld(&e[i]);
 }
-
-template <typename T, typename O>
-int gemv(O *y, const T *x, const T *W, const float *bias, int rows, int N, int K, cudaStream_t s)
-{
-    int blocks = (N + 7) / 8;
-    switch (rows) {
-    case 1: k_be_gemv<T, O, 1><<<blocks, 256, 0, s>>>(y, x, W, bias, N, K); break;
-    case 2: k_be_gemv<T, O, 2><<<blocks, 256, 0, s>>>(y, x, W, bias, N, K); break;
-    case 3: k_be_gemv<T, O, 3><<<blocks, 256, 0, s>>>(y, x, W, bias, N, K); break;
-    case 4: k_be_gemv<T, O, 4><<<blocks, 256, 0, s>>>(y, x, W, bias, N, K); break;
-    case 5: k_be_gemv<T, O, 5><<<blocks, 256, 0, s>>>(y, x, W, bias, N, K); break;
-    case 6: k_be_gemv<T, O, 6><<<blocks, 256, 0, s>>>(y, x, W, bias, N, K); break;
-    case 7: k_be_gemv<T, O, 7><<<blocks, 256, 0, s>>>(y, x, W, bias, N, K); break;
-    case 8: k_be_gemv<T, O, 8><<<blocks, 256, 0, s>>>(y, x, W, bias, N, K); break;
-    default: return LUNAR_CUDA_BE_EARG;
-    }
-    return (int)cudaGetLastError();
-}
-
-__device__ __forceinline__ void unpack8(const float *p, float f[8])
+__device__ __forceinline__ void load8v(const float *p, float f[8])
 {
     float4 a = *(const float4 *)p, b = *(const float4 *)(p + 4);
     f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
 }
 template <typename T>
-__device__ __forceinline__ void unpack8(const T *p, float f[8]) { unpack8(*(const uint4 *)p, p, f); }
-
-/* Attention, vectorized (head_dim a multiple of 8 with hd/8 dividing ATT_TILE): the same online
- * softmax over tiles of ATT_TILE keys as k_be_attention, but every global access is 8 elements
- * wide and no load waits on another. Scores: thread i dots key i of the tile (hd/8 independent
- * 16-byte loads). Weighted sum: the block splits into ATT_TILE / (hd/8) groups, each group
- * covers a V row with hd/8 threads of 8 dims and takes every group-th key; the groups' partial
- * sums meet in shared memory at the end. Each key's cache offset is resolved once per tile
- * through the block table (k_be_attention re-read the table per key and dim: a dependent load
- * per key, which made decode latency-bound). */
-template <typename T, typename KV>
-__global__ void __launch_bounds__(ATT_TILE) k_be_attention_v(T *out, const T *q, const KV *kc, const KV *vc,
-    const int32_t *seq_of, const int32_t *positions, const int32_t *block_tables, int max_blocks, int nq, int nk,
-    int hd, int bs, int window, float scale)
+__device__ __forceinline__ void store8v(T *p, const float f[8])
 {
-    extern __shared__ float sh[];
-    float *qs = sh, *ps = sh + hd, *red = ps + ATT_TILE; /* red [ATT_TILE * 8] */
-    __shared__ size_t off[ATT_TILE];
-    int t = blockIdx.x, h = blockIdx.y, tid = threadIdx.x;
-    int G = hd / 8, NG = ATT_TILE / G, g = tid / G, c8 = (tid % G) * 8;
-    int kvh = h / (nq / nk), p = positions[t];
-    const int32_t *tab = block_tables + (size_t)seq_of[t] * max_blocks;
-    size_t row = (size_t)nk * hd;
-    for (int d = tid; d < hd; d += ATT_TILE) qs[d] = ld(&q[((size_t)t * nq + h) * hd + d]);
-    __syncthreads();
-    int j0 = window > 0 && p - window + 1 > 0 ? p - window + 1 : 0;
-    float m = -INFINITY, l = 0, acc[8];
+    uint4 u;
+    T *e = (T *)&u;
 #pragma unroll
-    for (int k = 0; k < 8; k++) acc[k] = 0;
-    for (int base = j0; base <= p; base += ATT_TILE) {
-        int j = base + tid, n = p - base + 1 < ATT_TILE ? p - base + 1 : ATT_TILE;
-        float sc = -INFINITY;
-        if (j <= p) {
-            size_t o = ((size_t)tab[j / bs] * bs + j % bs) * row + (size_t)kvh * hd;
-            off[tid] = o;
-            const KV *kr = kc + o;
-            float dot = 0, kf[8];
-#pragma unroll 4
-            for (int d = 0; d < hd; d += 8) {
-                unpack8(kr + d, kf);
+    for (int i = 0; i < 8; i++) st(&e[i], f[i]);
+    *(uint4 *)p = u;
+}
+__device__ __forceinline__ void store8v(float *p, const float f[8])
+{
+    *(float4 *)p = make_float4(f[0], f[1], f[2], f[3]);
+    *(float4 *)(p + 4) = make_float4(f[4], f[5], f[6], f[7]);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(1024) k_be_rmsnorm_v(T *out, const T *x, T *resid, const float *w, int dim, float eps)
+{
+    size_t r = blockIdx.x;
+    int c = threadIdx.x * 8;
+    bool on = c < dim;
+    float v[8] = {0, 0, 0, 0, 0, 0, 0, 0}, ss = 0;
+    if (on) {
+        load8v(x + r * dim + c, v);
+        if (resid) {
+            float a[8];
+            load8v(resid + r * dim + c, a);
 #pragma unroll
-                for (int k = 0; k < 8; k++) dot += qs[d + k] * kf[k];
+            for (int i = 0; i < 8; i++) {
+                T s;
+                st(&s, a[i] + v[i]);
+                v[i] = ld(&s); /* the residual as stored */
             }
-            sc = dot * scale;
+            store8v(resid + r * dim + c, v);
         }
-        float mnew = fmaxf(m, block_reduce<true>(sc));
-        float pj = j <= p ? expf(sc - mnew) : 0.0f;
-        ps[tid] = pj;
-        float corr = expf(m - mnew);
-        l = l * corr + block_reduce<false>(pj); /* its barriers also publish ps and off */
 #pragma unroll
-        for (int k = 0; k < 8; k++) acc[k] *= corr;
-#pragma unroll 4
-        for (int i = g; i < n; i += NG) {
-            float w = ps[i], vf[8];
-            unpack8(vc + off[i] + c8, vf);
-#pragma unroll
-            for (int k = 0; k < 8; k++) acc[k] += w * vf[k];
-        }
-        m = mnew;
-        __syncthreads(); /* ps and off are rewritten by the next tile */
+        for (int i = 0; i < 8; i++) ss += v[i] * v[i];
     }
+    ss = block_reduce<false>(ss);
+    float inv = (float)(1.0 / sqrt((double)ss / dim + eps));
+    if (on) {
+        float wf[8], o[8];
+        load8v(w + c, wf);
 #pragma unroll
-    for (int k = 0; k < 8; k++) red[g * hd + c8 + k] = acc[k];
-    __syncthreads();
-    T *o = out + ((size_t)t * nq + h) * hd;
-    for (int d = tid; d < hd; d += ATT_TILE) {
-        float v = 0;
-        for (int gg = 0; gg < NG; gg++) v += red[gg * hd + d];
-        st(&o[d], v / l);
+        for (int i = 0; i < 8; i++) o[i] = wf[i] * (v[i] * inv);
+        store8v(out + r * dim + c, o);
     }
 }
 
@@ -365,6 +300,12 @@ extern "C" int lunar_cuda_be_rmsnorm(void *out, const void *x, void *resid, cons
                                      lunar_dtype_t dt, void *stream)
 {
     if (R < 1) return 0;
+    if (dim % 8 == 0 && dim <= 8 * 1024 && !(((uintptr_t)out | (uintptr_t)x | (uintptr_t)resid | (uintptr_t)w) % 16)) {
+        int threads = 32 * ((dim / 8 + 31) / 32);
+        DISPATCH(dt, (k_be_rmsnorm_v<A><<<R, threads, 0, S(stream)>>>((A *)out, (const A *)x, (A *)resid, w, dim,
+                                                                       eps)));
+        return launched();
+    }
     DISPATCH(dt, (k_be_rmsnorm<A><<<R, dim >= 256 ? 256 : 32 * ((dim + 31) / 32), 0, S(stream)>>>(
                      (A *)out, (const A *)x, (A *)resid, w, dim, eps)));
     return launched();
@@ -416,19 +357,11 @@ extern "C" int lunar_cuda_be_kv_write(void *kc, void *vc, const void *k, const v
 extern "C" int lunar_cuda_be_attention(void *out, const void *q, const void *kc, const void *vc,
                                        const int32_t *seq_of, const int32_t *positions, const int32_t *block_tables,
                                        int max_blocks, int T, int nq, int nk, int hd, int block_size, int window,
-                                       float scale, int generic, lunar_dtype_t dt, lunar_dtype_t kv_dt,
-                                       void *stream)
+                                       float scale, lunar_dtype_t dt, lunar_dtype_t kv_dt, void *stream)
 {
     if (T < 1) return 0;
     if (hd > 2 * ATT_TILE || nk < 1 || nq % nk) return LUNAR_CUDA_BE_EARG;
     dim3 grid(T, nq);
-    if (!generic && hd % 8 == 0 && ATT_TILE % (hd / 8) == 0) {
-        size_t shm = sizeof(float) * (hd + ATT_TILE + ATT_TILE * 8);
-        DISPATCH(dt, DISPATCH_KV(kv_dt, (k_be_attention_v<A, K><<<grid, ATT_TILE, shm, S(stream)>>>(
-                                            (A *)out, (const A *)q, (const K *)kc, (const K *)vc, seq_of, positions,
-                                            block_tables, max_blocks, nq, nk, hd, block_size, window, scale))));
-        return launched();
-    }
     size_t shm = sizeof(float) * (hd + ATT_TILE);
     DISPATCH(dt, DISPATCH_KV(kv_dt, (k_be_attention<A, K><<<grid, ATT_TILE, shm, S(stream)>>>(
                                         (A *)out, (const A *)q, (const K *)kc, (const K *)vc, seq_of, positions,
@@ -444,21 +377,12 @@ extern "C" int lunar_cuda_be_gather_rows(void *dst, const void *src, const int32
     return launched();
 }
 
-extern "C" int lunar_cuda_be_gemv(void *y, int y_f32, const void *x, const void *W, const float *bias, int rows,
-                                  int N, int K, lunar_dtype_t dt, void *stream)
+extern "C" int lunar_cuda_be_split_cols(const lunar_cuda_be_segs_t *out, const void *src, int T, int Ntot,
+                                        lunar_dtype_t dt, void *stream)
 {
-    if (rows < 1 || rows > LUNAR_CUDA_BE_GEMV_ROWS || K % 8 || ((uintptr_t)x | (uintptr_t)W) % 16)
-        return LUNAR_CUDA_BE_EARG;
-    cudaStream_t s = S(stream);
-    if (dt == LUNAR_DTYPE_BF16) {
-        typedef __nv_bfloat16 A;
-        return y_f32 ? gemv((float *)y, (const A *)x, (const A *)W, bias, rows, N, K, s)
-                     : gemv((A *)y, (const A *)x, (const A *)W, bias, rows, N, K, s);
-    }
-    if (dt == LUNAR_DTYPE_F16) {
-        typedef __half A;
-        return y_f32 ? gemv((float *)y, (const A *)x, (const A *)W, bias, rows, N, K, s)
-                     : gemv((A *)y, (const A *)x, (const A *)W, bias, rows, N, K, s);
-    }
-    return LUNAR_CUDA_BE_EARG;
+    long n = (long)T * Ntot;
+    if (out->count < 1 || out->count > LUNAR_CUDA_BE_SEGS) return LUNAR_CUDA_BE_EARG;
+    if (n < 1) return 0;
+    DISPATCH(dt, (k_be_split_cols<A><<<grid_for(n, 256), 256, 0, S(stream)>>>(*out, (const A *)src, T, Ntot)));
+    return launched();
 }

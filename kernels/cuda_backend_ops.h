@@ -4,8 +4,8 @@
  * semantics (f32 RoPE table, separate gate and up, f32 norm weights, positions from the batch).
  *
  * They are written for correctness first: simple grids, f32 arithmetic inside every kernel,
- * activations stored as `dt` (F32, F16 or BF16). The tuned kernels of kernels/kernels.h can
- * replace them op by op once their interfaces meet the backend's. Launchers take device
+ * activations stored as `dt` (F32, F16 or BF16). Attention is kernels/attention.cu's
+ * (kernels.h); the plain attention kernel here is the fallback for other head sizes. Launchers take device
  * pointers and a cudaStream_t as void *, and return 0 or a cudaError_t as int
  * (LUNAR_CUDA_BE_EARG for arguments outside what a kernel supports).
  */
@@ -38,19 +38,24 @@ int lunar_cuda_be_add_bias(void *y, const float *bias, int T, int N, lunar_dtype
 /* k/v rows [T][nk*hd] (dt) to the caches (kv_dt) at slot[t]; a negative slot is skipped. */
 int lunar_cuda_be_kv_write(void *kc, void *vc, const void *k, const void *v, const int64_t *slot, int T, int nk,
                            int hd, lunar_dtype_t dt, lunar_dtype_t kv_dt, void *stream);
-/* backend.h's attention over the paged cache: seq_of[t] is token t's sequence. head_dim a
- * multiple of 8 dividing 1024 takes the vectorized kernel unless `generic` (tests force the
- * plain one to keep it checked); the plain one takes any head_dim up to 256. */
+/* backend.h's attention over the paged cache, the plain kernel (any head_dim up to 256): the
+ * fallback for head_dim not a multiple of 8; seq_of[t] is token t's sequence. */
 int lunar_cuda_be_attention(void *out, const void *q, const void *kc, const void *vc, const int32_t *seq_of,
                             const int32_t *positions, const int32_t *block_tables, int max_blocks, int T, int nq,
-                            int nk, int hd, int block_size, int window, float scale, int generic, lunar_dtype_t dt,
+                            int nk, int hd, int block_size, int window, float scale, lunar_dtype_t dt,
                             lunar_dtype_t kv_dt, void *stream);
-/* y[r][n] = sum_k x[r][k] * W[n][k] (+ bias[n]) for rows <= LUNAR_CUDA_BE_GEMV_ROWS, W [N][K]
- * and x of dt F16 or BF16, y of dt (or f32 when y_f32): the memory-bound decode GEMM.
- * K % 8 == 0 and x, W 16-byte aligned, else LUNAR_CUDA_BE_EARG. */
-#define LUNAR_CUDA_BE_GEMV_ROWS 8
-int lunar_cuda_be_gemv(void *y, int y_f32, const void *x, const void *W, const float *bias, int rows, int N, int K,
-                       lunar_dtype_t dt, void *stream);
+/* Segment i of a stacked GEMM's output: columns [sum n[<i], + n[i]) of each row, to y[i]
+ * ([rows][n[i]]) plus bias[i] (f32 [n[i]] or NULL). */
+#define LUNAR_CUDA_BE_SEGS 3
+typedef struct lunar_cuda_be_segs {
+    void *y[LUNAR_CUDA_BE_SEGS];
+    const float *bias[LUNAR_CUDA_BE_SEGS];
+    int n[LUNAR_CUDA_BE_SEGS];
+    int count;
+} lunar_cuda_be_segs_t;
+/* src [T][Ntot] (Ntot = sum of n[i]) to the segments of out. */
+int lunar_cuda_be_split_cols(const lunar_cuda_be_segs_t *out, const void *src, int T, int Ntot, lunar_dtype_t dt,
+                             void *stream);
 /* dst[i] = src[idx[i]] for n rows of `dim` elements of dt. */
 int lunar_cuda_be_gather_rows(void *dst, const void *src, const int32_t *idx, int n, int dim, lunar_dtype_t dt,
                               void *stream);

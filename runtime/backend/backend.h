@@ -93,6 +93,12 @@ struct lunar_backend {
     /* y[t][n] = sum_k x[t][k] * W[n][k] (+ bias[n]) for t < T; W [N][K] (N = W->shape[0],
      * K = W->shape[1]) f32/f16/bf16; bias f32 [N] or NULL. */
     void (*gemm)(lunar_backend_t *be, void *y, const void *x, int T, const lunar_tensor_t *W, const float *bias);
+    /* The same GEMM for n (<= 3) weights with one input: ys[i] = x . Ws[i]^T (+ biases[i]), each
+     * Ws[i] [N_i][K] with the same K: the q/k/v and the gate/up projections. A backend that
+     * fused the group at prepare() runs it as one GEMM; NULL: the runner calls gemm() per
+     * weight. Same numerics as gemm(). */
+    void (*gemm_multi)(lunar_backend_t *be, void *const *ys, const void *x, int T, const lunar_tensor_t *const *Ws,
+                       const float *const *biases, int n);
     /* RoPE in place on q [T][nq*hd] and k [T][nk*hd], HF rotate_half layout: for i < rot/2,
      * (v[i], v[i + rot/2]) <- (v[i]*c - v[i+rot/2]*s, v[i+rot/2]*c + v[i]*s) over the first `rot`
      * dims of each head; dims past rot are left alone. cs [T][rot] f32: rot/2 cosines then rot/2

@@ -15,22 +15,26 @@
 
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/error.h"
 #include "cuda_backend_ops.h"
+#include "kernels.h"
 
 
 typedef struct dev_weight {
     const lunar_tensor_t *t;
     void *d;
+    int owner;            /* d is its allocation (the first tensor of a fused group) */
 } dev_weight_t;
 
 #define MAX_GRAPHS 64       /* decode shapes kept (tokens x block-table width) */
-#define GRAPH_MAX_TOKENS 64 /* decode steps up to this many sequences run from graphs */
+#define GRAPH_MAX_TOKENS 256 /* decode steps up to this many sequences run from graphs */
 #define BLAS_WS_BYTES (32u << 20)
+#define FUSE_MAX_T 256      /* gemm_multi fuses a group's GEMMs up to this many tokens */
 enum { G_EAGER, G_PENDING, G_ARMED, G_CAPTURING, G_REPLAY };
 
 typedef struct cuda_backend {
@@ -46,9 +50,14 @@ typedef struct cuda_backend {
     char *hmeta, *dmeta;
     size_t meta_cap;
     int32_t *ids, *pos, *seq_of, *tables, *lidx;  /* device pointers into dmeta */
+    int32_t *qstart, *lens;
     int64_t *slot;
-    int max_blocks, num_logits;
+    int max_blocks, num_logits, num_seqs;
     void *gather;         /* [max_tokens][max_k] act: rows picked for the logits */
+    void *attn_ws;        /* lunar_cuda_attention's workspace, sized in prepare for any step */
+    void *fuse;           /* [FUSE_MAX_T][widest stacked group] act: gemm_multi's output before its split */
+    size_t fuse_elems;
+    size_t attn_ws_bytes;
 
     /* CUDA graphs of decode steps (see graph_enter): one per (tokens, table width) shape */
     int graphs_on;        /* off with --enforce-eager or LUNAR_CUDA_GRAPHS=0 */
@@ -60,13 +69,96 @@ typedef struct cuda_backend {
     int ngraphs;
     void *blas_ws;        /* cuBLAS workspace: fixed, so captured GEMMs allocate nothing */
 
-    int gemv;             /* k_be_gemv for steps of few tokens in 16-bit modes (LUNAR_CUDA_GEMV=0: off) */
     int attn_generic;     /* LUNAR_CUDA_ATTN=generic: the plain attention kernel always (tests) */
+    struct prof *prof;    /* LUNAR_CUDA_PROFILE=1 */
     int err;              /* first failure of the step (sticky) */
     char errmsg[256];
 } cuda_backend_t;
 
 #define CB(be) ((cuda_backend_t *)(be))
+
+/* LUNAR_CUDA_PROFILE=1: each op (and host copy) of every step is timed with CUDA events, CUDA
+ * graphs off so each op is its own launches, and a table of time per op and shape, with the
+ * bytes the op must move where that is known, goes to stderr when the backend is freed: where
+ * a step's time goes, on machines without nsys. The interval of an op runs from its event to
+ * the next op's, so host launch gaps are charged to the op that waited. */
+#define PROF_EVENTS 4096
+#define PROF_ROWS 96
+typedef struct prof {
+    cudaEvent_t ev[PROF_EVENTS + 1];
+    short row_of[PROF_EVENTS];
+    int n, created, nrows;
+    long steps;
+    struct {
+        char key[56];
+        double ms, bytes;
+        long calls;
+    } row[PROF_ROWS];
+} prof_t;
+
+static void prof_op(cuda_backend_t *c, double bytes, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void prof_op(cuda_backend_t *c, double bytes, const char *fmt, ...)
+{
+    prof_t *p = c->prof;
+    if (!p || p->n >= PROF_EVENTS) return;
+    char key[56];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(key, sizeof key, fmt, ap);
+    va_end(ap);
+    int r = 0;
+    while (r < p->nrows && strcmp(p->row[r].key, key)) r++;
+    if (r == p->nrows) {
+        if (r == PROF_ROWS) return;
+        snprintf(p->row[r].key, sizeof p->row[r].key, "%s", key);
+        p->nrows++;
+    }
+    while (p->created <= p->n + 1 && p->created <= PROF_EVENTS)
+        if (cudaEventCreate(&p->ev[p->created++]) != cudaSuccess) return;
+    p->row[r].bytes += bytes;
+    p->row_of[p->n] = (short)r;
+    cudaEventRecord(p->ev[p->n++], c->stream);
+}
+
+static void prof_step_end(cuda_backend_t *c)
+{
+    prof_t *p = c->prof;
+    if (!p || !p->n) return;
+    cudaEventRecord(p->ev[p->n], c->stream);
+    cudaEventSynchronize(p->ev[p->n]);
+    for (int i = 0; i < p->n; i++) {
+        float ms = 0;
+        cudaEventElapsedTime(&ms, p->ev[i], p->ev[i + 1]);
+        p->row[p->row_of[i]].ms += ms, p->row[p->row_of[i]].calls++;
+    }
+    p->n = 0, p->steps++;
+}
+
+static void prof_report(cuda_backend_t *c)
+{
+    prof_t *p = c->prof;
+    if (!p) return;
+    if (p->steps) {
+        double total = 0;
+        for (int r = 0; r < p->nrows; r++) total += p->row[r].ms;
+        fprintf(stderr, "# LUNAR_CUDA_PROFILE: %ld steps, %.3f ms per step\n%-56s %8s %9s %9s %8s %6s\n", p->steps,
+                total / p->steps, "op", "calls/st", "ms/step", "us/call", "GB/s", "%");
+        for (int k = 0; k < p->nrows; k++) { /* by time, a selection sort over a few rows */
+            int best = -1;
+            for (int r = 0; r < p->nrows; r++)
+                if (p->row[r].calls >= 0 && (best < 0 || p->row[r].ms > p->row[best].ms)) best = r;
+            if (best < 0 || !p->row[best].calls) break;
+            double ms = p->row[best].ms;
+            fprintf(stderr, "%-56s %8.1f %9.3f %9.1f %8.0f %6.1f\n", p->row[best].key,
+                    (double)p->row[best].calls / p->steps, ms / p->steps, 1e3 * ms / p->row[best].calls,
+                    p->row[best].bytes > 0 ? p->row[best].bytes / (ms * 1e6) : 0.0, 100 * ms / total);
+            p->row[best].calls = -1;
+        }
+    }
+    for (int i = 0; i < p->created; i++) cudaEventDestroy(p->ev[i]);
+    free(p);
+    c->prof = NULL;
+}
 
 static void fail(cuda_backend_t *c, const char *op, const char *what)
 {
@@ -95,11 +187,15 @@ static void cuda_free_all(lunar_backend_t *be)
     if (!c) return;
     cudaSetDevice(c->device);
     if (c->stream) cudaStreamSynchronize(c->stream);
-    for (int i = 0; i < c->nw; i++) cudaFree(c->w[i].d);
+    prof_report(c);
+    for (int i = 0; i < c->nw; i++)
+        if (c->w[i].owner) cudaFree(c->w[i].d);
     free(c->w);
     if (c->hmeta) cudaFreeHost(c->hmeta);
     if (c->dmeta) cudaFree(c->dmeta);
     if (c->gather) cudaFree(c->gather);
+    if (c->attn_ws) cudaFree(c->attn_ws);
+    if (c->fuse) cudaFree(c->fuse);
     for (int i = 0; i < c->ngraphs; i++) cudaGraphExecDestroy(c->graph[i].exec);
     if (c->blas_ws) cudaFree(c->blas_ws);
     if (c->blas) cublasDestroy(c->blas);
@@ -141,6 +237,7 @@ static void cuda_copy_in(lunar_backend_t *be, void *dst, const void *src, size_t
     cuda_backend_t *c = CB(be);
     if (!bytes) return;
     graph_flush(c);
+    prof_op(c, (double)bytes, "copy_in");
     /* from pageable memory the call returns once the source is staged, so the caller may
      * reuse its buffer at once */
     cudaError_t e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream);
@@ -152,6 +249,7 @@ static void cuda_copy_out(lunar_backend_t *be, void *dst, const void *src, size_
     cuda_backend_t *c = CB(be);
     if (!bytes) return;
     graph_flush(c);
+    prof_op(c, (double)bytes, "copy_out");
     cudaError_t e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->stream);
     if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
     if (e != cudaSuccess) fail(c, "copy_out", cudaGetErrorString(e));
@@ -164,38 +262,58 @@ static void *find_weight(cuda_backend_t *c, const lunar_tensor_t *t)
     return NULL;
 }
 
-static int upload(cuda_backend_t *c, const lunar_tensor_t *t)
+/* Uploads tensors ts[0..n) (NULLs skipped) into ONE allocation, back to back in that order, so
+ * that a group with the same input (q/k/v, gate/up) is one [sum N][K] matrix for a single
+ * GEMM while each tensor is still found alone by its pointer. */
+static int upload_group(cuda_backend_t *c, const lunar_tensor_t *const *ts, int n)
 {
-    if (!t || find_weight(c, t)) return 0; /* absent, or already there (a tied lm_head) */
-    if (t->dtype != c->be.act_dtype)
-        return lunar_error(LUNAR_EUNSUPPORTED, "cuda backend: tensor %s is %s, the model runs in %s", t->name,
-                           lunar_dtype_name(t->dtype), lunar_dtype_name(c->be.act_dtype));
-    if (!t->data)
-        return lunar_error(LUNAR_EINVAL, "cuda backend: tensor %s has no data (a config-only load?)", t->name);
-    if (c->nw == c->capw) {
+    size_t total = 0;
+    int count = 0;
+    for (int i = 0; i < n; i++) {
+        const lunar_tensor_t *t = ts[i];
+        if (!t || find_weight(c, t)) continue; /* absent, or already there (a tied lm_head) */
+        if (t->dtype != c->be.act_dtype)
+            return lunar_error(LUNAR_EUNSUPPORTED, "cuda backend: tensor %s is %s, the model runs in %s", t->name,
+                               lunar_dtype_name(t->dtype), lunar_dtype_name(c->be.act_dtype));
+        if (!t->data)
+            return lunar_error(LUNAR_EINVAL, "cuda backend: tensor %s has no data (a config-only load?)", t->name);
+        total += (t->nbytes + 255) & ~(size_t)255, count++;
+    }
+    if (!count) return 0;
+    while (c->nw + count > c->capw) {
         int cap = c->capw ? 2 * c->capw : 64;
         dev_weight_t *w = realloc(c->w, sizeof *w * (size_t)cap);
         if (!w) return lunar_error(LUNAR_ENOMEM, "cuda backend: out of host memory");
         c->w = w, c->capw = cap;
     }
-    void *d = NULL;
-    if (cudaMalloc(&d, t->nbytes) != cudaSuccess) {
+    char *d = NULL;
+    if (cudaMalloc((void **)&d, total) != cudaSuccess) {
         (void)cudaGetLastError();
         size_t fr = 0, tot = 0;
         cudaMemGetInfo(&fr, &tot);
         return lunar_error(LUNAR_ENOMEM, "cuda backend: out of GPU memory uploading %s (%.2f GiB of weights "
                            "uploaded, %.2f GiB free of %.2f GiB): use --dtype bfloat16 or a smaller model",
-                           t->name, c->weight_bytes / 1073741824.0, fr / 1073741824.0, tot / 1073741824.0);
+                           ts[0] ? ts[0]->name : "weights", c->weight_bytes / 1073741824.0, fr / 1073741824.0,
+                           tot / 1073741824.0);
     }
-    cudaError_t e = cudaMemcpy(d, t->data, t->nbytes, cudaMemcpyHostToDevice);
-    if (e != cudaSuccess) {
-        cudaFree(d);
-        return lunar_error(LUNAR_EDEVICE, "cuda backend: uploading %s: %s", t->name, cudaGetErrorString(e));
+    size_t off = 0;
+    int first = 1;
+    for (int i = 0; i < n; i++) {
+        const lunar_tensor_t *t = ts[i];
+        if (!t || find_weight(c, t)) continue;
+        cudaError_t e = cudaMemcpy(d + off, t->data, t->nbytes, cudaMemcpyHostToDevice);
+        if (e != cudaSuccess) {
+            if (first) cudaFree(d);
+            return lunar_error(LUNAR_EDEVICE, "cuda backend: uploading %s: %s", t->name, cudaGetErrorString(e));
+        }
+        c->w[c->nw++] = (dev_weight_t){t, d + off, first};
+        c->weight_bytes += t->nbytes;
+        off += (t->nbytes + 255) & ~(size_t)255, first = 0;
     }
-    c->w[c->nw++] = (dev_weight_t){t, d};
-    c->weight_bytes += t->nbytes;
     return 0;
 }
+
+static int upload(cuda_backend_t *c, const lunar_tensor_t *t) { return upload_group(c, &t, 1); }
 
 static int cuda_prepare(lunar_backend_t *be, const lunar_model_t *m)
 {
@@ -214,12 +332,30 @@ static int cuda_prepare(lunar_backend_t *be, const lunar_model_t *m)
     if (!rc) rc = upload(c, w->lm_head);
     for (int l = 0; l < cfg->num_layers && !rc; l++) {
         const lunar_layer_weights_t *lw = &w->layers[l];
-        const lunar_tensor_t *mats[] = {lw->wq, lw->wk, lw->wv, lw->wo, lw->w_gate, lw->w_up, lw->w_down};
-        for (size_t i = 0; i < sizeof mats / sizeof *mats && !rc; i++) rc = upload(c, mats[i]);
+        /* fused at load: one [q+k+v][dim] and one [gate+up][dim] matrix (see cuda_gemm_multi) */
+        const lunar_tensor_t *qkv[] = {lw->wq, lw->wk, lw->wv}, *gu[] = {lw->w_gate, lw->w_up};
+        rc = upload_group(c, qkv, 3);
+        if (!rc) rc = upload_group(c, gu, 2);
+        if (!rc) rc = upload(c, lw->wo);
+        if (!rc) rc = upload(c, lw->w_down);
     }
     if (rc) return rc;
     c->gather = cuda_alloc(be, (size_t)c->max_tokens * c->max_k * lunar_dtype_size(dt));
     if (!c->gather) return lunar_error(LUNAR_ENOMEM, "cuda backend: out of GPU memory for the logits scratch");
+    /* the attention workspace for the worst step: its split count only falls as steps grow
+     * past the GPU's fill, so the largest need over every token count bounds any context */
+    for (int T = 1; T <= c->max_tokens; T++) {
+        size_t n = lunar_cuda_attention_workspace_size(T, T, cfg->num_heads, cfg->num_kv_heads, cfg->head_dim,
+                                                       1 << 30);
+        if (n > c->attn_ws_bytes) c->attn_ws_bytes = n;
+    }
+    c->attn_ws = cuda_alloc(be, c->attn_ws_bytes);
+    size_t widest = (size_t)(cfg->num_heads + 2 * cfg->num_kv_heads) * cfg->head_dim;
+    if ((size_t)2 * cfg->intermediate_size > widest) widest = (size_t)2 * cfg->intermediate_size;
+    c->fuse_elems = (size_t)(c->max_tokens < FUSE_MAX_T ? c->max_tokens : FUSE_MAX_T) * widest;
+    if (c->attn_ws) c->fuse = cuda_alloc(be, c->fuse_elems * lunar_dtype_size(dt));
+    if (!c->fuse) c->fuse_elems = 0;
+    if (!c->attn_ws) return lunar_error(LUNAR_ENOMEM, "cuda backend: out of GPU memory for the attention workspace");
     lunar_log(LUNAR_LOG_INFO, "cuda", "weights: %.2f GiB in %d tensors (%s)", c->weight_bytes / 1073741824.0, c->nw,
               lunar_dtype_name(dt));
     return 0;
@@ -331,7 +467,9 @@ static int cuda_begin_step(lunar_backend_t *be, const lunar_batch_t *b)
     size_t o_ids = 0, o_pos = align16(o_ids + 4 * (size_t)T), o_seq = align16(o_pos + 4 * (size_t)T);
     size_t o_slot = align16(o_seq + 4 * (size_t)T), o_lidx = align16(o_slot + 8 * (size_t)T);
     size_t o_tab = align16(o_lidx + 4 * (size_t)(b->num_logits > 0 ? b->num_logits : 1));
-    size_t total = align16(o_tab + 4 * (size_t)b->num_seqs * b->max_blocks_per_seq);
+    size_t o_qs = align16(o_tab + 4 * (size_t)b->num_seqs * b->max_blocks_per_seq);
+    size_t o_lens = align16(o_qs + 4 * (size_t)(b->num_seqs + 1));
+    size_t total = align16(o_lens + 4 * (size_t)b->num_seqs);
     if (total > c->meta_cap) {
         /* grows to the largest step seen; the previous step's copy is done (end_step waited) */
         if (c->hmeta) cudaFreeHost(c->hmeta);
@@ -354,6 +492,8 @@ static int cuda_begin_step(lunar_backend_t *be, const lunar_batch_t *b)
     memcpy(h + o_slot, b->slot_mapping, 8 * (size_t)T);
     if (b->num_logits > 0) memcpy(h + o_lidx, b->logits_indices, 4 * (size_t)b->num_logits);
     memcpy(h + o_tab, b->block_tables, 4 * (size_t)b->num_seqs * b->max_blocks_per_seq);
+    memcpy(h + o_qs, b->query_start, 4 * (size_t)(b->num_seqs + 1));
+    memcpy(h + o_lens, b->seq_lens, 4 * (size_t)b->num_seqs);
     cudaError_t e = cudaMemcpyAsync(c->dmeta, h, total, cudaMemcpyHostToDevice, c->stream);
     if (e != cudaSuccess) return lunar_error(LUNAR_EDEVICE, "cuda backend: step metadata: %s", cudaGetErrorString(e));
     c->ids = (int32_t *)(c->dmeta + o_ids);
@@ -362,6 +502,9 @@ static int cuda_begin_step(lunar_backend_t *be, const lunar_batch_t *b)
     c->slot = (int64_t *)(c->dmeta + o_slot);
     c->lidx = (int32_t *)(c->dmeta + o_lidx);
     c->tables = (int32_t *)(c->dmeta + o_tab);
+    c->qstart = (int32_t *)(c->dmeta + o_qs);
+    c->lens = (int32_t *)(c->dmeta + o_lens);
+    c->num_seqs = b->num_seqs;
     c->max_blocks = b->max_blocks_per_seq;
     c->num_logits = b->num_logits;
     graph_choose(c, b);
@@ -376,6 +519,7 @@ static int cuda_end_step(lunar_backend_t *be)
     /* the pinned staging is rewritten by the next begin_step: wait for this step first */
     cudaError_t e = cudaStreamSynchronize(c->stream);
     if (e != cudaSuccess) fail(c, "end_step", cudaGetErrorString(e));
+    prof_step_end(c);
     if (c->err) return lunar_error(LUNAR_EDEVICE, "%s", c->errmsg);
     return 0;
 }
@@ -384,6 +528,7 @@ static void cuda_embed(lunar_backend_t *be, void *x, const lunar_batch_t *b, con
 {
     cuda_backend_t *c = CB(be);
     if (graph_enter_op(c, 1)) return;
+    prof_op(c, 0, "embed");
     const void *d = find_weight(c, E);
     if (!d) {
         fail(c, "embed", "embedding table not uploaded by prepare()");
@@ -395,6 +540,7 @@ static void cuda_embed(lunar_backend_t *be, void *x, const lunar_batch_t *b, con
 static void cuda_rmsnorm(lunar_backend_t *be, void *out, const void *x, int R, int dim, const float *w, float eps)
 {
     if (graph_enter(CB(be))) return;
+    prof_op(CB(be), 4.0 * R * dim, "rmsnorm %dx%d", R, dim);
     check(CB(be), "rmsnorm", lunar_cuda_be_rmsnorm(out, x, NULL, w, R, dim, eps, be->act_dtype, CB(be)->stream));
 }
 
@@ -402,6 +548,7 @@ static void cuda_add_rmsnorm(lunar_backend_t *be, void *resid, const void *delta
                              const float *w, float eps)
 {
     if (graph_enter(CB(be))) return;
+    prof_op(CB(be), 8.0 * R * dim, "add_rmsnorm %dx%d", R, dim);
     check(CB(be), "add_rmsnorm",
           lunar_cuda_be_rmsnorm(out, delta, resid, w, R, dim, eps, be->act_dtype, CB(be)->stream));
 }
@@ -411,12 +558,11 @@ static cudaDataType_t cuda_type(lunar_dtype_t dt)
     return dt == LUNAR_DTYPE_BF16 ? CUDA_R_16BF : dt == LUNAR_DTYPE_F16 ? CUDA_R_16F : CUDA_R_32F;
 }
 
-/* y[T][N] (ytype) = x[T][K] . W[N][K]^T: in cuBLAS's column-major terms y^T = W^T(op T) . x^T. */
-static void gemm(cuda_backend_t *c, const char *op, void *y, cudaDataType_t ytype, const void *x, int T,
-                 const lunar_tensor_t *W)
+/* y[T][N] (ytype) = x[T][K] . W[N][K]^T with W's device copy d: in cuBLAS's column-major terms
+ * y^T = W^T(op T) . x^T. */
+static void gemm_w(cuda_backend_t *c, const char *op, void *y, cudaDataType_t ytype, const void *x, int T,
+                   const lunar_tensor_t *W, const void *d)
 {
-    const void *d = find_weight(c, W);
-    if (!d) { fail(c, op, "weight not uploaded by prepare()"); return; }
     int N = (int)W->shape[0], K = (int)W->shape[1];
     float one = 1.0f, zero = 0.0f;
     cudaDataType_t at = cuda_type(c->be.act_dtype);
@@ -425,39 +571,88 @@ static void gemm(cuda_backend_t *c, const char *op, void *y, cudaDataType_t ytyp
                                    ytype, N, ct, CUBLAS_GEMM_DEFAULT));
 }
 
-/* The decode path of the 16-bit modes: k_be_gemv reads W once at near the memory roofline
- * where cuBLAS's tiled kernels do not (bench/cuda_decode.lua; LUNAR_CUDA_GEMV=0 turns it off
- * to compare). 1: done; 0: not applicable, use cuBLAS. */
-static int try_gemv(cuda_backend_t *c, const char *op, void *y, int y_f32, const void *x, int T,
-                    const lunar_tensor_t *W, const float *bias)
+static void gemm(cuda_backend_t *c, const char *op, void *y, cudaDataType_t ytype, const void *x, int T,
+                 const lunar_tensor_t *W)
 {
-    if (!c->gemv || c->be.act_dtype == LUNAR_DTYPE_F32 || T > LUNAR_CUDA_BE_GEMV_ROWS || W->shape[1] % 8) return 0;
     const void *d = find_weight(c, W);
-    if (!d) return 0;
-    check(c, op, lunar_cuda_be_gemv(y, y_f32, x, d, bias, T, (int)W->shape[0], (int)W->shape[1], c->be.act_dtype,
-                                    c->stream));
-    return 1;
+    if (!d) { fail(c, op, "weight not uploaded by prepare()"); return; }
+    gemm_w(c, op, y, ytype, x, T, W, d);
+}
+
+static void gemm_one(cuda_backend_t *c, void *y, const void *x, int T, const lunar_tensor_t *W, const float *bias)
+{
+    gemm(c, "gemm", y, cuda_type(c->be.act_dtype), x, T, W);
+    if (bias)
+        check(c, "gemm bias", lunar_cuda_be_add_bias(y, bias, T, (int)W->shape[0], c->be.act_dtype, c->stream));
 }
 
 static void cuda_gemm(lunar_backend_t *be, void *y, const void *x, int T, const lunar_tensor_t *W, const float *bias)
 {
     cuda_backend_t *c = CB(be);
     if (graph_enter(c)) return;
-    if (try_gemv(c, "gemm", y, 0, x, T, W, bias)) return;
-    gemm(c, "gemm", y, cuda_type(be->act_dtype), x, T, W);
-    if (bias)
-        check(c, "gemm bias", lunar_cuda_be_add_bias(y, bias, T, (int)W->shape[0], be->act_dtype, c->stream));
+    prof_op(c, (double)W->nbytes, "gemm T=%d %dx%d", T, (int)W->shape[0], (int)W->shape[1]);
+    gemm_one(c, y, x, T, W, bias);
+}
+
+/* The q/k/v and gate/up groups. When prepare() stacked the group's matrices (back to back in
+ * one allocation, as upload_group leaves them) one GEMM reads them all: for one token straight
+ * into the outputs when those are back to back too (the runner allocates them so), else into
+ * a scratch [T][sum N] split into the outputs by one kernel; past FUSE_MAX_T tokens the GEMMs
+ * are compute-bound and big, and run one per matrix. Small N is where fusing pays: cuBLAS
+ * reads k's and v's [1024][4096] (Llama-3-8B) at a third of the bandwidth it gets on q's. */
+static void cuda_gemm_multi(lunar_backend_t *be, void *const *ys, const void *x, int T,
+                            const lunar_tensor_t *const *Ws, const float *const *biases, int n)
+{
+    cuda_backend_t *c = CB(be);
+    if (graph_enter(c)) return;
+    if (c->prof) {
+        double bytes = 0;
+        int N = 0;
+        for (int i = 0; i < n; i++) bytes += (double)Ws[i]->nbytes, N += (int)Ws[i]->shape[0];
+        prof_op(c, bytes, "gemm_multi(%d) T=%d %dx%d", n, T, N, (int)Ws[0]->shape[1]);
+    }
+    const char *d0 = find_weight(c, Ws[0]);
+    size_t esz = lunar_dtype_size(be->act_dtype), off = 0;
+    int K = (int)Ws[0]->shape[1], Ntot = 0, stacked = d0 && n <= LUNAR_CUDA_BE_SEGS, adjacent = 1, any_bias = 0;
+    lunar_cuda_be_segs_t o = {{0}, {0}, {0}, n};
+    for (int i = 0; i < n && stacked; i++) {
+        /* each matrix right after the previous one: no padding between (upload_group pads to 256) */
+        stacked = Ws[i]->shape[1] == K && find_weight(c, Ws[i]) == d0 + off && (i + 1 == n || Ws[i]->nbytes % 256 == 0);
+        off += Ws[i]->nbytes;
+        if (i && (char *)ys[i] != (char *)ys[i - 1] + (size_t)T * Ws[i - 1]->shape[0] * esz) adjacent = 0;
+        o.y[i] = ys[i], o.bias[i] = biases[i], o.n[i] = (int)Ws[i]->shape[0];
+        Ntot += o.n[i], any_bias |= biases[i] != NULL;
+    }
+    if (stacked && T == 1 && adjacent) {
+        lunar_tensor_t all = *Ws[0];
+        all.shape[0] = Ntot;
+        gemm_w(c, "gemm", ys[0], cuda_type(be->act_dtype), x, T, &all, d0);
+        for (int i = 0; i < n && any_bias; i++)
+            if (biases[i])
+                check(c, "gemm bias", lunar_cuda_be_add_bias(ys[i], biases[i], 1, o.n[i], be->act_dtype, c->stream));
+        return;
+    }
+    if (stacked && T <= FUSE_MAX_T && (size_t)T * Ntot <= c->fuse_elems) {
+        lunar_tensor_t all = *Ws[0];
+        all.shape[0] = Ntot;
+        gemm_w(c, "gemm", c->fuse, cuda_type(be->act_dtype), x, T, &all, d0);
+        check(c, "gemm split", lunar_cuda_be_split_cols(&o, c->fuse, T, Ntot, be->act_dtype, c->stream));
+        return;
+    }
+    for (int i = 0; i < n; i++) gemm_one(c, ys[i], x, T, Ws[i], biases[i]);
 }
 
 static void cuda_rope(lunar_backend_t *be, void *q, void *k, int T, int nq, int nk, int hd, int rot, const float *cs)
 {
     if (graph_enter(CB(be))) return;
+    prof_op(CB(be), 0, "rope");
     check(CB(be), "rope", lunar_cuda_be_rope(q, k, cs, T, nq, nk, hd, rot, be->act_dtype, CB(be)->stream));
 }
 
 static void cuda_silu_mul(lunar_backend_t *be, void *out, const void *gate, const void *up, long n)
 {
     if (graph_enter(CB(be))) return;
+    prof_op(CB(be), 6.0 * n, "silu_mul");
     check(CB(be), "silu_mul", lunar_cuda_be_silu_mul(out, gate, up, n, be->act_dtype, CB(be)->stream));
 }
 
@@ -466,6 +661,7 @@ static void cuda_kv_write(lunar_backend_t *be, void *kc, void *vc, const void *k
 {
     cuda_backend_t *c = CB(be);
     if (graph_enter(c)) return;
+    prof_op(c, 0, "kv_write");
     check(c, "kv_write", lunar_cuda_be_kv_write(kc, vc, k, v, c->slot, b->num_tokens, nk, hd, be->act_dtype,
                                                 be->kv_dtype, c->stream));
 }
@@ -475,9 +671,36 @@ static void cuda_attention(lunar_backend_t *be, void *out, const void *q, const 
 {
     cuda_backend_t *c = CB(be);
     if (graph_enter(c)) return;
+    if (c->prof) { /* K and V bytes the step's queries read, each context once per kv head */
+        double kv = 0;
+        for (int s = 0; s < b->num_seqs; s++) kv += (double)b->seq_lens[s];
+        prof_op(c, kv * 2 * nk * hd * lunar_dtype_size(be->kv_dtype), "attention T=%d seqs=%d", b->num_tokens,
+                b->num_seqs);
+    }
+    /* kernels/attention.cu: flash-decoding split over the context with the GQA group sharing
+     * each K/V read, and tensor-core flash attention for the prefills of the step; the plain
+     * per-head kernel remains for head_dim not a multiple of 8 (and LUNAR_CUDA_ATTN=generic) */
+    if (!c->attn_generic && hd % 8 == 0 && hd <= 256 && be->kv_dtype == be->act_dtype) {
+        int qstride = nq * hd;
+        /* prepare() sized the workspace for the model's heads; a caller with other shapes (the op
+         * tests) grows it here, which ends a capture in progress (the step then runs eagerly) */
+        size_t need = lunar_cuda_attention_workspace_size(b->num_tokens, c->num_seqs, nq, nk, hd,
+                                                          c->max_blocks * block_size);
+        if (need > c->attn_ws_bytes) {
+            void *ws = cuda_alloc(be, need);
+            if (!ws) { fail(c, "attention", "out of GPU memory for the attention workspace"); return; }
+            cuda_dealloc(be, c->attn_ws);
+            c->attn_ws = ws, c->attn_ws_bytes = need;
+        }
+        check(c, "attention", lunar_cuda_attention(out, q, kc, vc, c->qstart, c->lens, c->tables, c->max_blocks,
+                                                   c->num_seqs, b->num_tokens, c->max_blocks * block_size, nq, nk,
+                                                   hd, block_size, scale, window, qstride, qstride, c->attn_ws,
+                                                   be->act_dtype, c->stream));
+        return;
+    }
     check(c, "attention", lunar_cuda_be_attention(out, q, kc, vc, c->seq_of, c->pos, c->tables, c->max_blocks,
                                                   b->num_tokens, nq, nk, hd, block_size, window, scale,
-                                                  c->attn_generic, be->act_dtype, be->kv_dtype, c->stream));
+                                                  be->act_dtype, be->kv_dtype, c->stream));
 }
 
 static void cuda_logits(lunar_backend_t *be, float *out, const void *x, const lunar_batch_t *b, int i0, int n_rows,
@@ -488,10 +711,10 @@ static void cuda_logits(lunar_backend_t *be, float *out, const void *x, const lu
     if (n_rows < 1) return;
     if (i0 + n_rows > c->num_logits) { fail(c, "logits", "rows past the step's logits_indices"); return; }
     if (!graph_enter(c)) {
+        prof_op(c, (double)W->nbytes, "logits rows=%d %dx%d", n_rows, (int)W->shape[0], dim);
         check(c, "logits gather", lunar_cuda_be_gather_rows(c->gather, x, c->lidx + i0, n_rows, dim, be->act_dtype,
                                                             c->stream));
-        if (!try_gemv(c, "logits", out, 1, c->gather, n_rows, W, NULL))
-            gemm(c, "logits", out, CUDA_R_32F, c->gather, n_rows, W);
+        gemm(c, "logits", out, CUDA_R_32F, c->gather, n_rows, W);
     }
     graph_leave(c, i0 == 0 && n_rows == c->num_logits);
 }
@@ -515,16 +738,17 @@ int lunar_backend_cuda_create(const lunar_backend_params_t *p, lunar_backend_t *
         .free = cuda_free_all, .alloc = cuda_alloc, .dealloc = cuda_dealloc, .copy_in = cuda_copy_in,
         .copy_out = cuda_copy_out, .prepare = cuda_prepare, .begin_step = cuda_begin_step,
         .end_step = cuda_end_step, .embed = cuda_embed, .rmsnorm = cuda_rmsnorm, .add_rmsnorm = cuda_add_rmsnorm,
-        .gemm = cuda_gemm, .rope = cuda_rope, .silu_mul = cuda_silu_mul, .kv_write = cuda_kv_write,
+        .gemm = cuda_gemm, .gemm_multi = cuda_gemm_multi, .rope = cuda_rope, .silu_mul = cuda_silu_mul,
+        .kv_write = cuda_kv_write,
         .attention = cuda_attention, .logits = cuda_logits,
     };
     c->device = p->device;
     c->max_k = p->max_k;
     c->max_tokens = p->max_tokens;
-    const char *g = getenv("LUNAR_CUDA_GEMV");
-    c->gemv = !(g && !strcmp(g, "0"));
     const char *gr = getenv("LUNAR_CUDA_GRAPHS");
     c->graphs_on = !p->enforce_eager && !(gr && !strcmp(gr, "0"));
+    const char *pr = getenv("LUNAR_CUDA_PROFILE");
+    if (pr && strcmp(pr, "0") && (c->prof = calloc(1, sizeof *c->prof))) c->graphs_on = 0;
     const char *a = getenv("LUNAR_CUDA_ATTN");
     c->attn_generic = a && !strcmp(a, "generic");
     cudaError_t e = cudaSetDevice(c->device);

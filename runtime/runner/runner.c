@@ -43,7 +43,7 @@ struct lunar_runner {
     size_t layer_bytes;             /* bytes per layer in each cache */
 
     /* backend activations (act_dtype) for max_num_batched_tokens tokens */
-    void *x, *xn, *q, *k, *v, *att, *proj, *gate, *up;
+    char *x, *xn, *q, *att, *proj, *gate; /* q also holds k and v; gate also holds up (see forward) */
     float *cs;                      /* RoPE table [T][rot] f32, backend memory */
     float *logits;                  /* [max_num_seqs][vocab] f32 when backend memory is not host */
     float *cs_host, *dyn_freq;      /* host staging of the RoPE table */
@@ -170,13 +170,12 @@ int lunar_runner_create(const lunar_model_t *m, const lunar_runner_options_t *op
     int wide = H > nq * hd ? H : nq * hd;
     r->x = balloc(be, (size_t)T * H, asz, &err);
     r->xn = balloc(be, (size_t)T * wide, asz, &err);
-    r->q = balloc(be, (size_t)T * nq * hd, asz, &err);
-    r->k = balloc(be, (size_t)T * nk * hd, asz, &err);
-    r->v = balloc(be, (size_t)T * nk * hd, asz, &err);
+    /* q, k, v back to back (and gate, up): for one token the stacked projections of a backend's
+     * gemm_multi land in them with one GEMM */
+    r->q = balloc(be, (size_t)T * (nq + 2 * nk) * hd, asz, &err);
     r->att = balloc(be, (size_t)T * nq * hd, asz, &err);
     r->proj = balloc(be, (size_t)T * H, asz, &err);
-    r->gate = balloc(be, (size_t)T * I, asz, &err);
-    r->up = balloc(be, (size_t)T * I, asz, &err);
+    r->gate = balloc(be, (size_t)T * 2 * I, asz, &err);
     r->cs = balloc(be, (size_t)T * r->rot, sizeof(float), &err);
     if (!be->host_memory) r->logits = balloc(be, (size_t)opt->max_num_seqs * c->vocab_size, sizeof(float), &err);
     r->dyn_freq = xcalloc((size_t)r->rot / 2 + 1, sizeof(float), &err);
@@ -202,8 +201,8 @@ void lunar_runner_free(lunar_runner_t *r)
         }
         free(r->lv);
     }
-    void *bufs[] = {r->final_norm, r->kcache, r->vcache, r->x, r->xn, r->q, r->k, r->v, r->att, r->proj,
-                    r->gate, r->up, r->cs, r->logits};
+    void *bufs[] = {r->final_norm, r->kcache, r->vcache, r->x, r->xn, r->q, r->att, r->proj, r->gate, r->cs,
+                    r->logits};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) bfree(be, bufs[i]);
     free(r->inv_freq), free(r->dyn_freq), free(r->cs_host);
     be->free(be);
@@ -271,6 +270,17 @@ static void rope_tables(lunar_runner_t *r, const lunar_batch_t *b)
     r->be->copy_in(r->be, r->cs, r->cs_host, sizeof(float) * b->num_tokens * r->rot);
 }
 
+/* Projections sharing their input, through the backend's gemm_multi when it has one. */
+static void gemm_multi(lunar_backend_t *be, void *const *ys, const void *x, int T, const lunar_tensor_t *const *Ws,
+                       const float *const *biases, int n)
+{
+    if (be->gemm_multi) {
+        be->gemm_multi(be, ys, x, T, Ws, biases, n);
+        return;
+    }
+    for (int i = 0; i < n; i++) be->gemm(be, ys[i], x, T, Ws[i], biases[i]);
+}
+
 int lunar_runner_forward(lunar_runner_t *r, const lunar_batch_t *b, float *logits)
 {
     int rc = check_batch(r, b);
@@ -282,6 +292,11 @@ int lunar_runner_forward(lunar_runner_t *r, const lunar_batch_t *b, float *logit
     int I = c->intermediate_size;
     float eps = (float)c->rms_norm_eps, scale = 1.0f / sqrtf((float)hd);
 
+    /* q, k, v back to back for this step's T tokens (and gate, up): for one token the stacked
+     * projections of a backend's gemm_multi land in them with one GEMM */
+    size_t asz = lunar_dtype_size(be->act_dtype);
+    char *q = r->q, *k = q + (size_t)T * nq * hd * asz, *v = k + (size_t)T * nk * hd * asz;
+    char *gate = r->gate, *up = gate + (size_t)T * I * asz;
     rc = be->begin_step(be, b);
     if (rc) return rc;
     rope_tables(r, b);
@@ -293,22 +308,25 @@ int lunar_runner_forward(lunar_runner_t *r, const lunar_batch_t *b, float *logit
         void *kc = r->kcache + l * r->layer_bytes, *vc = r->vcache + l * r->layer_bytes;
 
         /* attention: q/k/v projections, per-head q/k norm (qwen3), rotary, cache, attend */
-        be->gemm(be, r->q, r->xn, T, lw->wq, lv->bq);
-        be->gemm(be, r->k, r->xn, T, lw->wk, lv->bk);
-        be->gemm(be, r->v, r->xn, T, lw->wv, lv->bv);
-        if (lv->q_norm) be->rmsnorm(be, r->q, r->q, T * nq, hd, lv->q_norm, eps);
-        if (lv->k_norm) be->rmsnorm(be, r->k, r->k, T * nk, hd, lv->k_norm, eps);
-        be->rope(be, r->q, r->k, T, nq, nk, hd, r->rot, r->cs);
-        be->kv_write(be, kc, vc, r->k, r->v, b, nk, hd);
-        be->attention(be, r->att, r->q, kc, vc, b, nq, nk, hd, r->o.block_size, c->sliding_window, scale);
+        void *qkv[] = {q, k, v};
+        const lunar_tensor_t *wqkv[] = {lw->wq, lw->wk, lw->wv};
+        const float *bqkv[] = {lv->bq, lv->bk, lv->bv};
+        gemm_multi(be, qkv, r->xn, T, wqkv, bqkv, 3);
+        if (lv->q_norm) be->rmsnorm(be, q, q, T * nq, hd, lv->q_norm, eps);
+        if (lv->k_norm) be->rmsnorm(be, k, k, T * nk, hd, lv->k_norm, eps);
+        be->rope(be, q, k, T, nq, nk, hd, r->rot, r->cs);
+        be->kv_write(be, kc, vc, k, v, b, nk, hd);
+        be->attention(be, r->att, q, kc, vc, b, nq, nk, hd, r->o.block_size, c->sliding_window, scale);
         be->gemm(be, r->proj, r->att, T, lw->wo, lv->bo);
         be->add_rmsnorm(be, r->x, r->proj, r->xn, T, H, lv->ffn_norm, eps);
 
         /* MLP: down(silu(gate(x)) * up(x)) */
-        be->gemm(be, r->gate, r->xn, T, lw->w_gate, NULL);
-        be->gemm(be, r->up, r->xn, T, lw->w_up, NULL);
-        be->silu_mul(be, r->gate, r->gate, r->up, (long)T * I);
-        be->gemm(be, r->proj, r->gate, T, lw->w_down, NULL);
+        void *gu[] = {gate, up};
+        const lunar_tensor_t *wgu[] = {lw->w_gate, lw->w_up};
+        const float *bgu[] = {NULL, NULL};
+        gemm_multi(be, gu, r->xn, T, wgu, bgu, 2);
+        be->silu_mul(be, gate, gate, up, (long)T * I);
+        be->gemm(be, r->proj, gate, T, lw->w_down, NULL);
         const float *next_norm = l + 1 < c->num_layers ? r->lv[l + 1].attn_norm : r->final_norm;
         be->add_rmsnorm(be, r->x, r->proj, r->xn, T, H, next_norm, eps);
     }

@@ -6,7 +6,7 @@
 # f16) and its smaller LUNAR_TEST_QUICK=1 sweep under compute-sanitizer memcheck,
 # `lunar generate --device cuda` and `lunar serve --device cuda` on a shared model (the greedy
 # text must equal the CPU backend's), and with BENCH=1 bench/cuda_decode.lua (a dummy Llama-3-8B in bf16, with and
-# without k_be_gemv). Logs go to $OUT (default build-gpu/logs). Non-zero exit on any failure.
+# without CUDA graphs). Logs go to $OUT (default build-gpu/logs). Non-zero exit on any failure.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 BUILD_DIR=${BUILD_DIR:-build-gpu}

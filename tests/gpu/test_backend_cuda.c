@@ -17,7 +17,7 @@
  *     replayed from CUDA graphs equal eager ones bit for bit.
  *  4. The bf16 mode (activations, KV and weights in bfloat16) on the same fixtures: within a
  *     loose bound of the transformers logits (bf16 keeps 8 bits: about 1e-2 relative per value);
- *     and the bf16 GEMM/logits ops (k_be_gemv for <= 8 rows, cuBLAS above) against a double
+ *     and the bf16 GEMM/logits ops (cuBLAS; stacked q/k/v and gate/up groups) against a double
  *     product of the same bf16 values.
  */
 #include <math.h>
@@ -141,7 +141,7 @@ static void check_case(const char *name)
 /* Four sequences through three steps of mixed shapes, blocks scattered (sequence s owns blocks
  * s, s + 4, s + 8, ...), logits of every token; the same batches on cpu and cuda. */
 /* The GEMM and logits ops in bf16 against a double-precision product of the same bf16 values,
- * for 1..9 rows (1..8 take k_be_gemv, 9 cuBLAS) over every matrix shape of a bf16 model.
+ * for 1..9 rows over every matrix shape of a bf16 model.
  * Bound: bf16 output rounding (2^-8 of |y|) plus 1e-3 of the largest |y| for f32 accumulation
  * in another order; an indexing mistake is off by the size of y itself. */
 void dtype_convert(lunar_dtype_t to, void *dst, lunar_dtype_t from, const void *src, size_t n);
@@ -297,8 +297,8 @@ static void check_graphs(const char *name)
     lunar_model_free(m);
 }
 
-/* The mixed batches again with the plain attention kernel (head_dims the vectorized one does
- * not take use it; the models here would not reach it otherwise). */
+/* The mixed batches again with the plain attention kernel (head_dims not a multiple of 8 use
+ * it instead of kernels/attention.cu; the models here would not reach it otherwise). */
 static void check_generic_attention(const char *name)
 {
     setenv("LUNAR_CUDA_ATTN", "generic", 1);
