@@ -458,8 +458,9 @@ static int dec_launch(T *out, const T *q, const T *kc, const T *vc, const attn_a
  * rows each. Per key tile of FA_BK keys (gathered through the block table into shared memory):
  * S = Q K^T on tensor cores (WMMA 16x16x16, f32 accumulation), the online softmax in f32 on
  * S in shared memory (causal and window masks per element, base 2), P rounded to the storage
- * type (as FlashAttention does) and O += P V on tensor cores, O kept in f32 in shared memory
- * so that the per-row rescaling needs no knowledge of the fragment layout. 16-bit types and
+ * type (as FlashAttention does) and O += P V on tensor cores into f32 fragments that stay in
+ * registers, going through shared memory only for a tile whose row maxima moved (the per-row
+ * rescale needs a known layout; fragments' is opaque). 16-bit types and
  * head_dim 64/80/96/128 only; everything else stays on k_attn. */
 #define FA_BQ 64
 #define FA_BK 64
@@ -506,7 +507,6 @@ k_fa_prefill(T *out, const T *q, const T *kc, const T *vc, attn_args a, const in
         *(uint4 *)(sQ + r * L::LDQ + c) =
             r < nq ? *(const uint4 *)(q + (size_t)(qbeg + q0 + r) * a.q_stride + (size_t)head * HD + c) : zero;
     }
-    for (int i = tid; i < FA_BQ * L::LDO; i += NT) sO[i] = 0.0f;
     if (tid < FA_BQ) sM[tid] = -INFINITY, sL[tid] = 0.0f;
 
     int kend = pos0 + nq, klo = a.window > 0 ? max(0, pos0 - a.window + 1) : 0;
@@ -516,7 +516,9 @@ k_fa_prefill(T *out, const T *q, const T *kc, const T *vc, attn_args a, const in
     int sr = warp * 16 + (lane >> 1), c0 = (lane & 1) * (FA_BK / 2);
     int spos = pos0 + sr, slo = a.window > 0 ? spos - a.window + 1 : 0;
     bool srow_ok = sr < nq;
-    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc, fo[HD / 16];
+#pragma unroll
+    for (int d = 0; d < HD / 16; d++) wmma::fill_fragment(fo[d], 0.0f);
     for (int k0 = klo; k0 < kend; k0 += FA_BK) {
         __syncthreads(); /* the previous tile's K/V are consumed (and the set-up is visible) */
         for (int i = tid; i < FA_BK * CH; i += NT) {
@@ -569,25 +571,37 @@ k_fa_prefill(T *out, const T *q, const T *kc, const T *vc, attn_args a, const in
             if (!(lane & 1)) sM[sr] = mnew, sL[sr] = sL[sr] * corr + sum, sC[sr] = corr;
         }
         __syncwarp();
-        for (int i = lane; i < 16 * HD; i += 32) {
-            int r = warp * 16 + i / HD;
-            sO[r * L::LDO + i % HD] *= sC[r];
-        }
-        __syncwarp();
-        for (int d = 0; d < HD / 16; d++) {
-            float *o = sO + warp * 16 * L::LDO + d * 16;
-            wmma::load_matrix_sync(acc, o, L::LDO, wmma::mem_row_major);
+        /* O stays in accumulator fragments; only when a row's max moved (the fragment layout
+         * being opaque) does it go through shared memory to be rescaled by rows */
+        if (__any_sync(0xffffffffu, sC[sr] != 1.0f)) {
 #pragma unroll
-            for (int k = 0; k < FA_BK / 16; k++) {
-                wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fp;
-                wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> fv;
-                wmma::load_matrix_sync(fp, sP + warp * 16 * L::LDP + k * 16, L::LDP);
-                wmma::load_matrix_sync(fv, sV + k * 16 * L::LDQ + d * 16, L::LDQ);
-                wmma::mma_sync(acc, fp, fv, acc);
+            for (int d = 0; d < HD / 16; d++)
+                wmma::store_matrix_sync(sO + warp * 16 * L::LDO + d * 16, fo[d], L::LDO, wmma::mem_row_major);
+            __syncwarp();
+            for (int i = lane; i < 16 * HD; i += 32) {
+                int r = warp * 16 + i / HD;
+                sO[r * L::LDO + i % HD] *= sC[r];
             }
-            wmma::store_matrix_sync(o, acc, L::LDO, wmma::mem_row_major);
+            __syncwarp();
+#pragma unroll
+            for (int d = 0; d < HD / 16; d++)
+                wmma::load_matrix_sync(fo[d], sO + warp * 16 * L::LDO + d * 16, L::LDO, wmma::mem_row_major);
+        }
+#pragma unroll
+        for (int k = 0; k < FA_BK / 16; k++) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fp;
+            wmma::load_matrix_sync(fp, sP + warp * 16 * L::LDP + k * 16, L::LDP);
+#pragma unroll
+            for (int d = 0; d < HD / 16; d++) {
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> fv;
+                wmma::load_matrix_sync(fv, sV + k * 16 * L::LDQ + d * 16, L::LDQ);
+                wmma::mma_sync(fo[d], fp, fv, fo[d]);
+            }
         }
     }
+#pragma unroll
+    for (int d = 0; d < HD / 16; d++)
+        wmma::store_matrix_sync(sO + warp * 16 * L::LDO + d * 16, fo[d], L::LDO, wmma::mem_row_major);
     __syncthreads();
     for (int i = tid; i < nq * HD; i += NT) {
         int r = i / HD, d = i % HD;

@@ -19,6 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "core/error.h"
 #include "cuda_backend_ops.h"
@@ -45,6 +47,9 @@ typedef struct cuda_backend {
     dev_weight_t *w;      /* uploaded matrices, looked up by host tensor */
     int nw, capw;
     size_t weight_bytes;
+    size_t upload_total;  /* bytes prepare() will upload (the progress bar's 100%) */
+    double upload_t0;
+    int upload_pct;       /* last percentage drawn; -1: no bar (stderr not a terminal) */
 
     /* this step's metadata: pinned host staging and its device copy, same layout */
     char *hmeta, *dmeta;
@@ -64,9 +69,11 @@ typedef struct cuda_backend {
     int mode, cur;        /* G_EAGER..G_REPLAY; the graph of this step */
     struct {
         int T, max_blocks, bad;
+        long used;        /* step count at the last replay: the least recent is replaced */
         cudaGraphExec_t exec;
     } graph[MAX_GRAPHS];
-    int ngraphs;
+    int ngraphs, gslot;   /* graphs held; where the capture in progress goes */
+    long steps;
     void *blas_ws;        /* cuBLAS workspace: fixed, so captured GEMMs allocate nothing */
 
     int attn_generic;     /* LUNAR_CUDA_ATTN=generic: the plain attention kernel always (tests) */
@@ -262,6 +269,31 @@ static void *find_weight(cuda_backend_t *c, const lunar_tensor_t *t)
     return NULL;
 }
 
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* The upload progress bar, on stderr when it is a terminal (vLLM's loading bar's place):
+ * percentage, GiB so far and the transfer rate, redrawn each whole percent. */
+static void upload_progress(cuda_backend_t *c)
+{
+    if (c->upload_pct < 0 || !c->upload_total) return;
+    int pct = (int)(100.0 * c->weight_bytes / c->upload_total);
+    if (pct == c->upload_pct) return;
+    c->upload_pct = pct;
+    double dt = now_s() - c->upload_t0;
+    char bar[41];
+    for (int i = 0; i < 40; i++) bar[i] = i < pct * 40 / 100 ? '#' : ' ';
+    bar[40] = 0;
+    fprintf(stderr, "\rUploading weights to GPU %d: %3d%% |%s| %.2f/%.2f GiB, %.1f GiB/s%s", c->device, pct, bar,
+            c->weight_bytes / 1073741824.0, c->upload_total / 1073741824.0,
+            dt > 0 ? c->weight_bytes / 1073741824.0 / dt : 0.0, pct >= 100 ? "\n" : "");
+    fflush(stderr);
+}
+
 /* Uploads tensors ts[0..n) (NULLs skipped) into ONE allocation, back to back in that order, so
  * that a group with the same input (q/k/v, gate/up) is one [sum N][K] matrix for a single
  * GEMM while each tensor is still found alone by its pointer. */
@@ -308,6 +340,7 @@ static int upload_group(cuda_backend_t *c, const lunar_tensor_t *const *ts, int 
         }
         c->w[c->nw++] = (dev_weight_t){t, d + off, first};
         c->weight_bytes += t->nbytes;
+        upload_progress(c);
         off += (t->nbytes + 255) & ~(size_t)255, first = 0;
     }
     return 0;
@@ -328,6 +361,14 @@ static int cuda_prepare(lunar_backend_t *be, const lunar_model_t *m)
     cudaSetDevice(c->device);
     const lunar_model_config_t *cfg = lunar_model_config(m);
     const lunar_weights_t *w = lunar_model_weights(m);
+    c->upload_total = w->embed->nbytes + (w->lm_head && w->lm_head != w->embed ? w->lm_head->nbytes : 0);
+    for (int l = 0; l < cfg->num_layers; l++) {
+        const lunar_layer_weights_t *lw = &w->layers[l];
+        const lunar_tensor_t *mats[] = {lw->wq, lw->wk, lw->wv, lw->wo, lw->w_gate, lw->w_up, lw->w_down};
+        for (int i = 0; i < 7; i++) c->upload_total += mats[i] ? mats[i]->nbytes : 0;
+    }
+    c->upload_pct = isatty(2) && lunar_log_get_level() <= LUNAR_LOG_INFO ? 0 : -1;
+    c->upload_t0 = now_s();
     int rc = upload(c, w->embed);
     if (!rc) rc = upload(c, w->lm_head);
     for (int l = 0; l < cfg->num_layers && !rc; l++) {
@@ -356,8 +397,10 @@ static int cuda_prepare(lunar_backend_t *be, const lunar_model_t *m)
     if (c->attn_ws) c->fuse = cuda_alloc(be, c->fuse_elems * lunar_dtype_size(dt));
     if (!c->fuse) c->fuse_elems = 0;
     if (!c->attn_ws) return lunar_error(LUNAR_ENOMEM, "cuda backend: out of GPU memory for the attention workspace");
-    lunar_log(LUNAR_LOG_INFO, "cuda", "weights: %.2f GiB in %d tensors (%s)", c->weight_bytes / 1073741824.0, c->nw,
-              lunar_dtype_name(dt));
+    double dt_s = now_s() - c->upload_t0;
+    lunar_log(LUNAR_LOG_INFO, "cuda", "weights: %.2f GiB in %d tensors (%s), uploaded in %.2f s (%.1f GiB/s)",
+              c->weight_bytes / 1073741824.0, c->nw, lunar_dtype_name(dt), dt_s,
+              dt_s > 0 ? c->weight_bytes / 1073741824.0 / dt_s : 0.0);
     return 0;
 }
 
@@ -383,11 +426,18 @@ static void graph_choose(cuda_backend_t *c, const lunar_batch_t *b)
         b->num_logits != b->num_tokens)
         return;
     for (int i = 0; i < c->ngraphs; i++)
-        if (c->graph[i].T == b->num_tokens && c->graph[i].max_blocks == b->max_blocks_per_seq) {
-            if (!c->graph[i].bad) c->mode = G_ARMED, c->cur = i;
+        if (c->graph[i].T == b->num_tokens && c->graph[i].max_blocks == c->max_blocks) {
+            if (!c->graph[i].bad) c->mode = G_ARMED, c->cur = i, c->graph[i].used = c->steps;
             return;
         }
-    if (c->ngraphs < MAX_GRAPHS) c->mode = G_PENDING;
+    /* a new shape: a free slot, else the least recently replayed graph makes room */
+    c->gslot = c->ngraphs;
+    if (c->gslot == MAX_GRAPHS) {
+        c->gslot = 0;
+        for (int i = 1; i < MAX_GRAPHS; i++)
+            if (c->graph[i].used < c->graph[c->gslot].used) c->gslot = i;
+    }
+    c->mode = G_PENDING;
 }
 
 /* At the top of every op: 1 when the op is to be skipped (a graph will replay it). */
@@ -423,7 +473,10 @@ static void graph_leave(cuda_backend_t *c, int whole)
             c->mode = G_EAGER;
             return;
         }
-        int i = c->ngraphs++;
+        int i = c->gslot;
+        if (i == c->ngraphs) c->ngraphs++;
+        else cudaGraphExecDestroy(c->graph[i].exec);
+        c->graph[i].used = c->steps;
         c->graph[i].T = c->num_logits;
         c->graph[i].max_blocks = c->max_blocks;
         c->graph[i].bad = !whole || c->err;
@@ -464,10 +517,17 @@ static int cuda_begin_step(lunar_backend_t *be, const lunar_batch_t *b)
                            c->max_tokens);
     cudaSetDevice(c->device);
     int T = b->num_tokens;
+    /* A decode step's block-table width is rounded up to a power of two (the rows padded with
+     * block 0, never read): the width is part of a graph's shape, and a context growing by a
+     * block every block_size tokens would otherwise need a new graph each time. */
+    int W = b->max_blocks_per_seq, Wd = W;
+    if (c->graphs_on && b->num_tokens == b->num_seqs && b->num_tokens <= GRAPH_MAX_TOKENS)
+        for (Wd = 8; Wd < W; Wd *= 2) {}
+    c->steps++;
     size_t o_ids = 0, o_pos = align16(o_ids + 4 * (size_t)T), o_seq = align16(o_pos + 4 * (size_t)T);
     size_t o_slot = align16(o_seq + 4 * (size_t)T), o_lidx = align16(o_slot + 8 * (size_t)T);
     size_t o_tab = align16(o_lidx + 4 * (size_t)(b->num_logits > 0 ? b->num_logits : 1));
-    size_t o_qs = align16(o_tab + 4 * (size_t)b->num_seqs * b->max_blocks_per_seq);
+    size_t o_qs = align16(o_tab + 4 * (size_t)b->num_seqs * Wd);
     size_t o_lens = align16(o_qs + 4 * (size_t)(b->num_seqs + 1));
     size_t total = align16(o_lens + 4 * (size_t)b->num_seqs);
     if (total > c->meta_cap) {
@@ -491,7 +551,15 @@ static int cuda_begin_step(lunar_backend_t *be, const lunar_batch_t *b)
         for (int t = b->query_start[s]; t < b->query_start[s + 1]; t++) seq_of[t] = s;
     memcpy(h + o_slot, b->slot_mapping, 8 * (size_t)T);
     if (b->num_logits > 0) memcpy(h + o_lidx, b->logits_indices, 4 * (size_t)b->num_logits);
-    memcpy(h + o_tab, b->block_tables, 4 * (size_t)b->num_seqs * b->max_blocks_per_seq);
+    if (Wd == W) {
+        memcpy(h + o_tab, b->block_tables, 4 * (size_t)b->num_seqs * W);
+    } else {
+        int32_t *tab = (int32_t *)(h + o_tab);
+        for (int s = 0; s < b->num_seqs; s++) {
+            memcpy(tab + (size_t)s * Wd, b->block_tables + (size_t)s * W, 4 * (size_t)W);
+            memset(tab + (size_t)s * Wd + W, 0, 4 * (size_t)(Wd - W));
+        }
+    }
     memcpy(h + o_qs, b->query_start, 4 * (size_t)(b->num_seqs + 1));
     memcpy(h + o_lens, b->seq_lens, 4 * (size_t)b->num_seqs);
     cudaError_t e = cudaMemcpyAsync(c->dmeta, h, total, cudaMemcpyHostToDevice, c->stream);
@@ -505,7 +573,7 @@ static int cuda_begin_step(lunar_backend_t *be, const lunar_batch_t *b)
     c->qstart = (int32_t *)(c->dmeta + o_qs);
     c->lens = (int32_t *)(c->dmeta + o_lens);
     c->num_seqs = b->num_seqs;
-    c->max_blocks = b->max_blocks_per_seq;
+    c->max_blocks = Wd;
     c->num_logits = b->num_logits;
     graph_choose(c, b);
     return 0;

@@ -3,8 +3,10 @@
 # liblunar with CUDA and the GPU programs, runs every kernel against its CPU reference
 # (test_kernels), the same tests (small shapes) under compute-sanitizer memcheck, the kernel
 # bandwidth benchmark, then tests/gpu/run_backend.sh (the CUDA backend op by op against the
-# CPU backend, end to end against the transformers fixtures, generate and serve on the GPU). Logs go to $OUT (default build-gpu/logs). Exit status: non-zero on
-# any test failure or memcheck error.
+# CPU backend, end to end against the transformers fixtures, generate and serve on the GPU),
+# then a Llama-3-8B-shaped model's logits against transformers' on the same safetensors.
+# Logs go to $OUT (default build-gpu/logs). Exit status: non-zero on any test failure or
+# memcheck error.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 BUILD_DIR=${BUILD_DIR:-build-gpu}
@@ -25,5 +27,16 @@ else
 fi
 "$BUILD_DIR/tests/gpu/bench_kernels" "$commit" 2>&1 | tee "$OUT/bench_kernels.log" || rc=1
 BUILD_DIR=$BUILD_DIR OUT=$OUT bash tests/gpu/run_backend.sh || rc=1
+# a Llama-3-8B-shaped model (random weights, bf16 safetensors written by transformers): lunar's
+# logits against transformers' (tests/gpu/llama8b_logits.lua states the tolerance); ~16 GB of disk
+if python3 -c "import transformers" 2> /dev/null; then
+  d=$(mktemp -d "${TMPDIR:-/tmp}/llama8b.XXXXXX")
+  { python3 tests/gpu/llama8b_ref.py bench/configs/Llama-3-8B "$d" \
+      && "$BUILD_DIR/lunar" run tests/gpu/llama8b_logits.lua "$d"; } > "$OUT/llama8b.log" 2>&1 || rc=1
+  grep -E "llama8b|lunar cuda|transformers bf16" "$OUT/llama8b.log"
+  rm -rf "$d"
+else
+  echo "transformers not importable: the Llama-3-8B logits check skipped"
+fi
 echo "tests/gpu/run.sh: rc=$rc"
 exit $rc
