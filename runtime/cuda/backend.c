@@ -555,6 +555,10 @@ static void cuda_sample(lunar_backend_t *be, const float *logits, int vocab, con
     for (int i = 0; i < R; i++) {
         if (s->rows[i].temperature >= 1e-5f) greedy = 0;
         if (s->rows[i].logprobs >= 0) any_lp = 1;
+        if (s->rows[i].logprobs > N) {
+            fail(c, "sample", "a row asks more top logprobs than top_stride");
+            return;
+        }
     }
     if (any_lp && (!s->logprobs || (N > 0 && (!s->top_ids || !s->top_logprobs)))) {
         fail(c, "sample", "logprobs asked without output arrays");
