@@ -548,7 +548,8 @@ static void check_k(cuda_backend_t *c, const char *op, int rc)
 static void cuda_sample(lunar_backend_t *be, const float *logits, int vocab, const lunar_sample_batch_t *s)
 {
     cuda_backend_t *c = CB(be);
-    int R = s->num_rows, np = s->pen_start ? s->pen_start[R] : 0, N = s->top_stride > 0 ? s->top_stride : 0;
+    int R = s->num_rows, N = s->top_stride > 0 ? s->top_stride : 0;
+    int base = s->pen_start && R > 0 ? s->pen_start[0] : 0, np = s->pen_start && R > 0 ? s->pen_start[R] - base : 0;
     if (R < 1 || c->err) return;
     graph_flush(c);
     int greedy = np == 0, any_lp = 0;
@@ -592,10 +593,11 @@ static void cuda_sample(lunar_backend_t *be, const float *logits, int vocab, con
                 .position = r->position, .seed = r->seed,
             };
         }
-        if (np) {
-            memcpy(c->smp.hin + o_start, s->pen_start, 4 * ((size_t)R + 1));
-            memcpy(c->smp.hin + o_ids, s->pen_ids, 4 * (size_t)np);
-            memcpy(c->smp.hin + o_cnt, s->pen_counts, 4 * (size_t)np);
+        if (np) { /* rebased: a view of rows from the middle of a batch starts past entry 0 */
+            int32_t *st = (int32_t *)(c->smp.hin + o_start);
+            for (int i = 0; i <= R; i++) st[i] = s->pen_start[i] - base;
+            memcpy(c->smp.hin + o_ids, s->pen_ids + base, 4 * (size_t)np);
+            memcpy(c->smp.hin + o_cnt, s->pen_counts + base, 4 * (size_t)np);
         }
         cudaError_t e = cudaMemcpyAsync(c->smp.din, c->smp.hin, np ? in_bytes : o_start, cudaMemcpyHostToDevice,
                                         c->stream);

@@ -347,14 +347,22 @@ int lunar_runner_forward_sample(lunar_runner_t *r, const lunar_batch_t *b, const
     if (!s || s->num_rows != b->num_logits)
         return lunar_error(LUNAR_EINVAL, "forward_sample: %d sample rows for %d logits rows", s ? s->num_rows : -1,
                            b->num_logits);
-    if (b->num_logits > r->o.max_num_seqs)
-        return lunar_error(LUNAR_ERANGE, "forward_sample: %d logits rows (at most max_num_seqs = %d)", b->num_logits,
-                           r->o.max_num_seqs);
     int rc = run_decoder(r, b);
     if (rc) return rc;
-    /* the logits stay in backend memory; the backend samples them there */
-    be->logits(be, r->logits, r->xn, b, 0, b->num_logits, r->w->lm_head);
-    be->sample(be, r->logits, r->c->vocab_size, s);
+    /* the logits stay in backend memory and are sampled there, max_num_seqs rows at a time */
+    int chunk = r->o.max_num_seqs;
+    for (int i0 = 0; i0 < b->num_logits; i0 += chunk) {
+        int n = b->num_logits - i0 < chunk ? b->num_logits - i0 : chunk;
+        size_t t = (size_t)i0 * (size_t)s->top_stride;
+        lunar_sample_batch_t part = {
+            .num_rows = n, .rows = s->rows + i0, .pen_start = s->pen_start ? s->pen_start + i0 : NULL,
+            .pen_ids = s->pen_ids, .pen_counts = s->pen_counts, .top_stride = s->top_stride,
+            .tokens = s->tokens + i0, .logprobs = s->logprobs ? s->logprobs + i0 : NULL,
+            .top_ids = s->top_ids ? s->top_ids + t : NULL, .top_logprobs = s->top_logprobs ? s->top_logprobs + t : NULL,
+        };
+        be->logits(be, r->logits, r->xn, b, i0, n, r->w->lm_head);
+        be->sample(be, r->logits, r->c->vocab_size, &part);
+    }
     rc = be->end_step(be);
     if (rc) return rc;
     r->tokens += (uint64_t)b->num_tokens;

@@ -43,8 +43,8 @@ void lunar_runner_free(lunar_runner_t *r);
 int lunar_runner_forward(lunar_runner_t *r, const lunar_batch_t *b, float *logits);
 /* The same step, but the logits stay in backend memory and the backend samples them
  * (backend.h's sample op): s->tokens (and the logprobs s asks for) are filled, host memory
- * owned by the caller, as lunar/batch.h describes. s->num_rows must equal b->num_logits and be
- * at most max_num_seqs. LUNAR_EUNSUPPORTED on a backend without the op (the CPU). */
+ * owned by the caller, as lunar/batch.h describes. s->num_rows must equal b->num_logits (sampled
+ * max_num_seqs rows at a time). LUNAR_EUNSUPPORTED on a backend without the op (the CPU). */
 int lunar_runner_forward_sample(lunar_runner_t *r, const lunar_batch_t *b, const lunar_sample_batch_t *s);
 
 /* Bytes of KV cache one token takes on `backend` ("cpu": f32 K and V for every layer;
