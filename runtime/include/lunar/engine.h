@@ -17,8 +17,9 @@
  * A step: the scheduler picks running sequences first (decodes, continuing prefill chunks),
  * then waiting ones (FCFS or priority) under --max-num-batched-tokens and --max-num-seqs,
  * preempting the newest by recompute when KV blocks run out; builds one lunar_batch_t; the
- * forward fills logits rows; the sampler draws tokens; stop checks and incremental
- * detokenization turn them into events.
+ * forward fills logits rows; the sampler draws tokens (or the forward draws them itself where
+ * it offers forward_sample: the GPU); stop checks and incremental detokenization turn them
+ * into events.
  *
  * Times are seconds on CLOCK_MONOTONIC (lunar_engine_now()).
  */
