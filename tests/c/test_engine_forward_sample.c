@@ -45,11 +45,11 @@ static int fs_forward(void *ctx, const lunar_batch_t *b, float *logits)
 static void apply_entries(float *x, const lunar_sample_batch_t *s, int r)
 {
     const lunar_sample_row_t *p = &s->rows[r];
-    int freq = p->frequency_penalty != 0.0f || p->presence_penalty != 0.0f;
+    int freq = p->frequency_penalty != 0.0f || p->presence_penalty != 0.0f, twice = -1;
     for (int e = s->pen_start[r]; e < s->pen_start[r + 1]; e++) {
         int t = s->pen_ids[e], c = s->pen_counts[e];
         for (int e2 = s->pen_start[r]; e2 < e; e2++)
-            CHECK_MSG(s->pen_ids[e2] != t, "row %d lists id %d twice", r, t);
+            if (s->pen_ids[e2] == t) twice = t;
         if (t < 0 || t >= VOCAB) continue;
         if (c < 0) {
             x[t] = -INFINITY;
@@ -58,6 +58,7 @@ static void apply_entries(float *x, const lunar_sample_batch_t *s, int r)
         if (p->repetition_penalty != 1.0f) x[t] = x[t] > 0 ? x[t] / p->repetition_penalty : x[t] * p->repetition_penalty;
         if (freq && c > 0) x[t] -= p->frequency_penalty * (float)c + p->presence_penalty;
     }
+    CHECK_MSG(twice < 0, "row %d lists id %d twice", r, twice);
 }
 
 static int fs_forward_sample(void *ctx, const lunar_batch_t *b, const lunar_sample_batch_t *s)
