@@ -11,8 +11,12 @@
  * tokens and finish both ways; logprobs within 1e-4 and the same top ids (ties within 1e-4
  * aside). A second mix adds a prompt_logprobs request: its prefill step falls back to the
  * host, the others still sample on the GPU, and the results still agree. Also:
- * LUNAR_GPU_SAMPLING=0 takes forward_sample away. LUNAR_TEST_QUICK=1 runs the first mix on
- * stories260K only (for compute-sanitizer).
+ * LUNAR_GPU_SAMPLING=0 takes forward_sample away. Then the backend's sample op alone at a
+ * vocabulary of 128256: rows of every kind (and logprobs in runs of rows) against the CPU
+ * sampler fed the raw prompt/output/suppressed ids, all-greedy rows (the argmax path), and a
+ * view of rows from the middle of a batch (penalty offsets not starting at 0), growing the
+ * op's buffers from call to call. LUNAR_TEST_QUICK=1 runs the first mix on stories260K only,
+ * and the op checks (for compute-sanitizer).
  */
 #include <math.h>
 #include <stdio.h>
@@ -23,6 +27,8 @@
 #include "check.h"
 #include "lunar.h"
 #include "lunar/runner.h"
+#include "backend/backend.h"
+#include "sampler/sampler.h"
 
 enum { NREQ = 16, MAXN = 2, MAXOUT = 48, TOPN = 20 };
 
@@ -250,6 +256,132 @@ static void test_model(const char *shared, const char *model, const char *dtype)
     lunar_model_free(m);
 }
 
+/* ---- the backend's sample op alone, at a real vocabulary size ------------------------------ */
+static uint32_t rng = 99;
+static uint32_t rnd(uint32_t n)
+{
+    rng = rng * 1664525u + 1013904223u;
+    return (rng >> 8) % n;
+}
+
+enum { OP_ROWS = 37, OP_VOCAB = 128256, OP_TOP = 5, OP_IDS = 24 };
+
+typedef struct {
+    float *logits;                       /* [OP_ROWS][OP_VOCAB] host */
+    lunar_sampling_params_t params[OP_ROWS];
+    int32_t prompt[OP_ROWS][OP_IDS], output[OP_ROWS][OP_IDS], suppress[OP_ROWS][2];
+    lunar_sample_row_t rows[OP_ROWS];
+    int32_t pen_start[OP_ROWS + 1], pen_ids[OP_ROWS * 3 * OP_IDS], pen_counts[OP_ROWS * 3 * OP_IDS];
+} op_case_t;
+
+static lunar_sample_input_t op_input(const op_case_t *k, int r)
+{
+    return (lunar_sample_input_t){&k->params[r], k->prompt[r], OP_IDS, k->output[r], OP_IDS, k->suppress[r], 2,
+                                  k->params[r].seed, r % 3};
+}
+
+/* Rows of every kind: greedy, temperature, top-k, top-p, min-p, penalties; logprobs on some
+ * rows in runs (0..OP_TOP), off on others. all_greedy: temperature 0 and no entries. */
+static void op_make(op_case_t *k, lunar_sampler_t *smp, int all_greedy)
+{
+    for (size_t i = 0; i < (size_t)OP_ROWS * OP_VOCAB; i++)
+        k->logits[i] = (float)rnd(1 << 20) / (float)(1 << 17) - 4.0f + (rnd(1000) == 0 ? 5.0f : 0.0f);
+    int np = 0;
+    for (int r = 0; r < OP_ROWS; r++) {
+        lunar_sampling_params_t *p = &k->params[r];
+        lunar_sampling_params_default(p);
+        int kind = all_greedy ? 0 : r % 7;
+        p->temperature = kind == 0 ? 0.0f : 0.5f + 0.25f * (float)(r % 4);
+        if (kind == 2 || kind == 6) p->top_k = 1 + (int)rnd(80);
+        if (kind == 3 || kind == 6) p->top_p = 0.5f + 0.05f * (float)rnd(10);
+        if (kind == 4) p->min_p = 0.05f;
+        if (kind == 5 || kind == 6 || (kind == 0 && r % 2 && !all_greedy)) {
+            p->repetition_penalty = 1.3f, p->frequency_penalty = 0.4f, p->presence_penalty = 0.2f;
+        }
+        p->seed = 555 + (uint64_t)r;
+        p->logprobs = r % 5 < 3 ? (r * 7) % (OP_TOP + 1) : -1;
+        for (int i = 0; i < OP_IDS; i++) {
+            k->prompt[r][i] = (int32_t)rnd(OP_VOCAB);
+            k->output[r][i] = (int32_t)rnd(300); /* repeats: counts above 1 */
+        }
+        k->suppress[r][0] = (int32_t)rnd(OP_VOCAB);
+        k->suppress[r][1] = k->output[r][3];
+        k->pen_start[r] = np;
+        lunar_sample_input_t in = op_input(k, r);
+        if (all_greedy) in.num_suppress = 0;
+        np += lunar_sampler_penalty_list(smp, &in, k->pen_ids + np, k->pen_counts + np);
+        k->rows[r] = (lunar_sample_row_t){p->temperature, p->top_p, p->min_p, p->presence_penalty,
+                                          p->frequency_penalty, p->repetition_penalty, p->top_k, r % 3,
+                                          OP_IDS, p->logprobs, p->seed};
+    }
+    k->pen_start[OP_ROWS] = np;
+}
+
+/* Rows [r0, r1) through the op (a view when r0 > 0), against the CPU sampler and logprobs. */
+static void op_check(lunar_backend_t *be, const op_case_t *k, lunar_sampler_t *smp, int r0, int r1, int all_greedy,
+                     const char *what)
+{
+    int R = r1 - r0, np = k->pen_start[OP_ROWS];
+    float *d = be->alloc(be, sizeof(float) * (size_t)R * OP_VOCAB);
+    CHECK(d != NULL);
+    if (!d) return;
+    be->copy_in(be, d, k->logits + (size_t)r0 * OP_VOCAB, sizeof(float) * (size_t)R * OP_VOCAB);
+    int32_t tokens[OP_ROWS], top_ids[OP_ROWS * OP_TOP];
+    float lp[OP_ROWS], top_lp[OP_ROWS * OP_TOP];
+    lunar_sample_batch_t s = {R, k->rows + r0, np ? k->pen_start + r0 : NULL, k->pen_ids, k->pen_counts, OP_TOP,
+                              tokens, lp, top_ids, top_lp};
+    be->sample(be, d, OP_VOCAB, &s);
+    int rc = be->end_step(be);
+    CHECK_MSG(rc == 0, "%s: %s", what, lunar_errmsg());
+    be->dealloc(be, d);
+    if (rc) return;
+    int bad = 0, idbad = 0;
+    double err = 0;
+    for (int r = r0; r < r1; r++) {
+        const float *row = k->logits + (size_t)r * OP_VOCAB;
+        lunar_sample_input_t in = op_input(k, r);
+        if (all_greedy) in.num_suppress = 0;
+        int want = lunar_sampler_sample(smp, row, &in), got = tokens[r - r0];
+        if (got != want && bad++ < 3) fprintf(stderr, "  %s row %d: gpu %d, cpu %d\n", what, r, got, want);
+        int N = k->params[r].logprobs;
+        if (N < 0) continue;
+        float wlp, wtop[OP_TOP];
+        int32_t wid[OP_TOP];
+        lunar_sampler_logprobs(row, OP_VOCAB, got, N, &wlp, wid, wtop);
+        err = fmax(err, fabs((double)lp[r - r0] - wlp));
+        for (int m = 0; m < N; m++) {
+            idbad += top_ids[(r - r0) * OP_TOP + m] != wid[m];
+            err = fmax(err, fabs((double)top_lp[(r - r0) * OP_TOP + m] - wtop[m]));
+        }
+    }
+    CHECK_MSG(bad == 0, "%s: %d of %d tokens differ from the CPU sampler", what, bad, R);
+    CHECK_MSG(idbad == 0 && err <= 1e-4, "%s: %d top ids differ, logprobs off by %.3g", what, idbad, err);
+    printf("sample op %s: %d rows, vocab %d: %d/%d tokens as the CPU sampler, top ids %s, logprobs max |diff| %.2e\n",
+           what, R, OP_VOCAB, R - bad, R, idbad ? "DIFFER" : "equal", err);
+}
+
+static void test_sample_op(void)
+{
+    lunar_backend_params_t bp = {0, 64, 64, 64, 0, 1};
+    lunar_backend_t *be = NULL;
+    int rc = lunar_backend_cuda_create(&bp, &be);
+    CHECK_MSG(rc == 0, "cuda backend: %s", lunar_errmsg());
+    if (rc) return;
+    CHECK(be->sample != NULL);
+    static op_case_t k;
+    k.logits = malloc(sizeof(float) * (size_t)OP_ROWS * OP_VOCAB);
+    lunar_sampler_t smp;
+    CHECK_EQ_INT(lunar_sampler_init(&smp, OP_VOCAB), 0);
+    op_make(&k, &smp, 1); /* small first, so the next calls grow the op's buffers */
+    op_check(be, &k, &smp, 0, 5, 1, "all greedy (argmax)");
+    op_make(&k, &smp, 0);
+    op_check(be, &k, &smp, 0, OP_ROWS, 0, "every kind");
+    op_check(be, &k, &smp, 11, OP_ROWS, 0, "a view from row 11");
+    lunar_sampler_destroy(&smp);
+    free(k.logits);
+    be->free(be);
+}
+
 int main(void)
 {
     const char *shared = getenv("LUNAR_SHARED");
@@ -263,5 +395,6 @@ int main(void)
     quick = q && !strcmp(q, "1");
     test_model(shared, "stories260K", "float32");
     if (!quick) test_model(shared, "TinyStories-656K", "bfloat16");
+    test_sample_op();
     return CHECK_DONE();
 }
