@@ -521,12 +521,13 @@ static void sample_free(cuda_backend_t *c)
     memset(&c->smp, 0, sizeof c->smp);
 }
 
-/* Grows a pinned host buffer and its device twin (h NULL: device only) to `need` bytes. The old
- * buffers are idle: the previous sample op waited for its copies and kernels. */
-static int sample_grow(cuda_backend_t *c, char **h, char **d, size_t *cap, size_t need)
+/* Grows a pinned host buffer and its device twin (h NULL: device only) to `need` bytes, with
+ * room to spare when `slack`. The old buffers are idle: the previous sample op waited for its
+ * copies and kernels. */
+static int sample_grow(cuda_backend_t *c, char **h, char **d, size_t *cap, size_t need, int slack)
 {
     if (need <= *cap) return 0;
-    size_t n = need + need / 2;
+    size_t n = slack ? need + need / 2 : need;
     if (h && *h) cudaFreeHost(*h);
     if (*d) cudaFree(*d);
     if (h) *h = NULL;
@@ -572,16 +573,17 @@ static void cuda_sample(lunar_backend_t *be, const float *logits, int vocab, con
     size_t in_bytes = o_cnt + 4 * (size_t)np;
     size_t o_lp = align16(4 * (size_t)R), o_tid = align16(o_lp + 4 * (size_t)R);
     size_t o_tlp = align16(o_tid + 4 * (size_t)R * N), out_bytes = any_lp ? o_tlp + 4 * (size_t)R * N : 4 * (size_t)R;
-    if ((!greedy && sample_grow(c, &c->smp.hin, &c->smp.din, &c->smp.in_cap, in_bytes)) ||
-        sample_grow(c, &c->smp.hout, &c->smp.dout, &c->smp.out_cap, out_bytes))
+    if ((!greedy && sample_grow(c, &c->smp.hin, &c->smp.din, &c->smp.in_cap, in_bytes, 1)) ||
+        sample_grow(c, &c->smp.hout, &c->smp.dout, &c->smp.out_cap, out_bytes, 1))
         return;
     int32_t *dtok = (int32_t *)c->smp.dout;
     if (greedy) {
         check_k(c, "sample argmax", lunar_cuda_argmax(dtok, logits, R, vocab, c->stream));
     } else {
-        size_t work = sizeof(float) * (size_t)R * vocab;
+        /* in steps of 16 rows, not 1.5x: memory.c budgets one [max_num_seqs][vocab] f32 buffer for it */
+        size_t work = sizeof(float) * (size_t)((R + 15) / 16 * 16) * vocab;
         char *w = (char *)c->smp.work;
-        if (sample_grow(c, NULL, &w, &c->smp.work_cap, work)) return;
+        if (sample_grow(c, NULL, &w, &c->smp.work_cap, work, 0)) return;
         c->smp.work = (float *)w;
         lunar_cuda_sample_params_t *gp = (lunar_cuda_sample_params_t *)c->smp.hin;
         for (int i = 0; i < R; i++) {
