@@ -3,11 +3,13 @@
 -- to ready, each beside its roofline; bench/transformers_generate.py prints the peer figures.
 --
 --   build/lunar run bench/cuda_bench.lua [--models DIR[:dummy]] [--dtype bfloat16]
---       [--batches 1,8,32,64,128] [--prompt 512] [--out 64] [--ttft 512,4096] [--seconds 2]
+--       [--batches 1,8,32,64,128] [--prompt 512] [--out 64] [--ttft 512,4096] [--seconds 2] [--sampling gpu|host]
 --
--- Built on bench/cuda_decode.lua: it drives lunar_runner_forward on the "cuda" backend directly
--- (the runner path: no engine, scheduler or sampler), and a step returns once its logits are
--- on the host, so wall time per call is the step's latency. A decode step of batch B runs at
+-- Built on bench/cuda_decode.lua: it drives the runner on the "cuda" backend directly (no
+-- engine or scheduler). A decode step is lunar_runner_forward_sample with greedy rows, the
+-- engine's path on a GPU: logits stay on the device, the tokens come back (--sampling host:
+-- lunar_runner_forward, every logits row copied to the host, the engine's fallback path); a
+-- step returns once its result is on the host, so wall time per call is the step's latency. A decode step of batch B runs at
 -- context prompt..prompt+out-1 (the KV of the prompt is not computed first: its contents do
 -- not change the step's time). Roofline of a decode step = (weight bytes + KV bytes read by
 -- attention) / device bandwidth measured in the same run (1 GiB device-to-device cudaMemcpy,
@@ -24,7 +26,7 @@ local now, sh, median = bench.now, bench.sh, bench.median
 
 local T_START -- start-up is timed from the first Lua line this script runs (see header)
 local opts = bench.args(arg, { batches = "1,8,32,64,128", prompt = 512, out = 64, ttft = "512,4096",
-  seconds = 2, dtype = "bfloat16" }, { "prompt", "out", "seconds" })
+  seconds = 2, dtype = "bfloat16", sampling = "gpu" }, { "prompt", "out", "seconds" })
 local src = os.getenv("LUNAR_SRC") or "."
 local models = opts.models or (src .. "/bench/configs/Llama-3-8B:dummy")
 
@@ -45,8 +47,10 @@ local backend = os.getenv("BENCH_BACKEND") or "cuda"
 local di = ffi.new("lunar_device_info_t")
 assert(backend ~= "cuda" or (C.lunar_device_count() > 0 and C.lunar_device_get_info(0, di) == 0), "no CUDA device")
 local bw = backend == "cuda" and device_gbs() or nil
-print(string.format("# bench/cuda_bench: CUDA runner forward (runner path, no engine); %s; device copy %s GB/s; commit %s",
-  backend == "cuda" and ffi.string(di.name) or backend, bw and string.format("%.0f", bw) or "?", os.getenv("LUNAR_COMMIT") or sh("git -C " .. src .. " rev-parse --short HEAD")))
+print(string.format("# bench/cuda_bench: CUDA runner (no engine), decode sampling on the %s; %s; device copy %s GB/s; "
+  .. "commit %s", opts.sampling == "gpu" and backend == "cuda" and "GPU" or "host",
+  backend == "cuda" and ffi.string(di.name) or backend, bw and string.format("%.0f", bw) or "?",
+  os.getenv("LUNAR_COMMIT") or sh("git -C " .. src .. " rev-parse --short HEAD")))
 print(string.format("%-14s %5s %-12s %7s %10s %10s %12s %12s %8s", "model", "dtype", "case", "tokens", "ms/step",
   "tokens/s", "bytes GB", "roofline ms", "of roof"))
 
@@ -94,6 +98,11 @@ for spec in models:gmatch("[^,]+") do
   local r = ffi.gc(out[0], C.lunar_runner_free)
   local V = c.vocab_size
   local logits = ffi.new("float[?]", V * maxb)
+  local rows, toks = ffi.new("lunar_sample_row_t[?]", maxb), ffi.new("int32_t[?]", maxb)
+  for s = 0, maxb - 1 do rows[s].temperature, rows[s].top_p, rows[s].logprobs, rows[s].seq_index = 0, 1, -1, s end
+  local sb = ffi.new("lunar_sample_batch_t")
+  sb.rows, sb.tokens = rows, toks
+  local on_gpu = opts.sampling == "gpu" and backend == "cuda"
   local T = math.max(maxb_t, maxb)
   local tok, pos, slot = ffi.new("int32_t[?]", T), ffi.new("int32_t[?]", T), ffi.new("int64_t[?]", T)
   local qs, lens = ffi.new("int32_t[?]", maxb + 1), ffi.new("int32_t[?]", maxb)
@@ -127,7 +136,12 @@ for spec in models:gmatch("[^,]+") do
       end
       qs[B] = B
       b.num_tokens, b.num_seqs, b.num_logits = B, B, B
-      assert(lffi.check(C.lunar_runner_forward(r, b, logits)))
+      if on_gpu then
+        sb.num_rows = B
+        assert(lffi.check(C.lunar_runner_forward_sample(r, b, sb)))
+      else
+        assert(lffi.check(C.lunar_runner_forward(r, b, logits)))
+      end
       step = step + 1
     end
     -- mean context over the timed steps ~ prompt + out/2 tokens of K and V per sequence

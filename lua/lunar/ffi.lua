@@ -232,10 +232,34 @@ typedef struct lunar_batch {
     const int32_t *logits_indices;
     int num_logits;
 } lunar_batch_t;
+typedef struct lunar_sample_row {
+    float temperature;
+    float top_p;
+    float min_p;
+    float presence_penalty, frequency_penalty, repetition_penalty;
+    int top_k;
+    int seq_index;
+    int position;
+    int logprobs;
+    uint64_t seed;
+} lunar_sample_row_t;
+typedef struct lunar_sample_batch {
+    int num_rows;
+    const lunar_sample_row_t *rows;
+    const int32_t *pen_start;
+    const int32_t *pen_ids;
+    const int32_t *pen_counts;
+    int top_stride;
+    int32_t *tokens;
+    float *logprobs;
+    int32_t *top_ids;
+    float *top_logprobs;
+} lunar_sample_batch_t;
 typedef struct lunar_forward_iface {
     void *ctx;
     int vocab_size;
     int (*forward)(void *ctx, const lunar_batch_t *b, float *logits);
+    int (*forward_sample)(void *ctx, const lunar_batch_t *b, const lunar_sample_batch_t *s);
 } lunar_forward_iface_t;
 typedef struct lunar_detok_iface {
     void *ctx;
@@ -432,6 +456,7 @@ typedef struct lunar_runner lunar_runner_t;
 int lunar_runner_create(const lunar_model_t *m, const lunar_runner_options_t *o, lunar_runner_t **out);
 void lunar_runner_free(lunar_runner_t *r);
 int lunar_runner_forward(lunar_runner_t *r, const lunar_batch_t *b, float *logits);
+int lunar_runner_forward_sample(lunar_runner_t *r, const lunar_batch_t *b, const lunar_sample_batch_t *s);
 uint64_t lunar_runner_kv_bytes_per_token(const lunar_model_t *m, const char *backend);
 void lunar_runner_forward_iface(lunar_runner_t *r, lunar_forward_iface_t *out);
 uint64_t lunar_runner_tokens_computed(const lunar_runner_t *r);

@@ -124,6 +124,19 @@ struct lunar_backend {
      * lm_head [vocab][dim]. */
     void (*logits)(lunar_backend_t *be, float *out, const void *x, const lunar_batch_t *b, int i0, int n_rows,
                    const lunar_tensor_t *W);
+
+    /* ---- optional (NULL when the backend does not offer it) ---- */
+    /* Sampling where the logits are (lunar_forward_iface_t.forward_sample): logits [num_rows]
+     * [vocab] f32 backend memory, as the logits op wrote them, read only. Row i becomes
+     * s->tokens[i] by the CPU sampler's algorithm (runtime/sampler, lunar/batch.h's
+     * lunar_sample_row_t: penalty entries, greedy, min-p, top-k, top-p, the seeded draw of
+     * (seed, seq_index, position)), and a row with logprobs >= 0 gets the log_softmax of its raw
+     * logits at that token and its top `logprobs` (value desc, id asc) in s's host arrays. Runs
+     * inside the step, after logits and before end_step(); s and its arrays (host memory, the
+     * caller's) must stay valid until end_step(), which returns the op's failure if any, after
+     * which the outputs are written. The CPU backend leaves it NULL: the engine samples its
+     * host logits itself. */
+    void (*sample)(lunar_backend_t *be, const float *logits, int vocab, const lunar_sample_batch_t *s);
 };
 
 /* Creates backend `name` ("cpu"; a CUDA backend in runtime/cuda joins here as

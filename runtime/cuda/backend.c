@@ -78,6 +78,12 @@ typedef struct cuda_backend {
 
     int attn_generic;     /* LUNAR_CUDA_ATTN=generic: the plain attention kernel always (tests) */
     struct prof *prof;    /* LUNAR_CUDA_PROFILE=1 */
+    struct {              /* the sample op (cuda_sample): buffers grown to the largest step seen */
+        char *hin, *din;  /* pinned staging of the rows' params and penalty lists, and its device copy */
+        char *hout, *dout;/* tokens and logprobs: device results and their pinned host copy */
+        float *work;      /* [rows][vocab] the sampler's scratch */
+        size_t in_cap, out_cap, work_cap;
+    } smp;
     int err;              /* first failure of the step (sticky) */
     char errmsg[256];
 } cuda_backend_t;
@@ -187,6 +193,7 @@ static void check_blas(cuda_backend_t *c, const char *op, cublasStatus_t st)
 }
 
 static void graph_flush(cuda_backend_t *c);
+static void sample_free(cuda_backend_t *c);
 
 static void cuda_free_all(lunar_backend_t *be)
 {
@@ -203,6 +210,7 @@ static void cuda_free_all(lunar_backend_t *be)
     if (c->gather) cudaFree(c->gather);
     if (c->attn_ws) cudaFree(c->attn_ws);
     if (c->fuse) cudaFree(c->fuse);
+    sample_free(c);
     for (int i = 0; i < c->ngraphs; i++) cudaGraphExecDestroy(c->graph[i].exec);
     if (c->blas_ws) cudaFree(c->blas_ws);
     if (c->blas) cublasDestroy(c->blas);
@@ -787,6 +795,139 @@ static void cuda_logits(lunar_backend_t *be, float *out, const void *x, const lu
     graph_leave(c, i0 == 0 && n_rows == c->num_logits);
 }
 
+/* ---- sampling (the sample op) ----------------------------------------------------------------
+ * The logits never leave the GPU: the rows' settings and penalty lists go up in one copy from
+ * pinned staging (like begin_step's metadata), lunar_cuda_sample (or lunar_cuda_argmax when every
+ * row is greedy without penalty entries: the same token, no scratch) draws the tokens,
+ * lunar_cuda_logprobs runs over each run of consecutive rows that asked for logprobs, and one
+ * copy brings tokens and logprobs back: about 4 + 8 * top_n bytes a row instead of a vocab row. */
+static void sample_free(cuda_backend_t *c)
+{
+    if (c->smp.hin) cudaFreeHost(c->smp.hin);
+    if (c->smp.hout) cudaFreeHost(c->smp.hout);
+    if (c->smp.din) cudaFree(c->smp.din);
+    if (c->smp.dout) cudaFree(c->smp.dout);
+    if (c->smp.work) cudaFree(c->smp.work);
+    memset(&c->smp, 0, sizeof c->smp);
+}
+
+/* Grows a pinned host buffer and its device twin (h NULL: device only) to `need` bytes, with
+ * room to spare when `slack`. The old buffers are idle: the previous sample op waited for its
+ * copies and kernels. */
+static int sample_grow(cuda_backend_t *c, char **h, char **d, size_t *cap, size_t need, int slack)
+{
+    if (need <= *cap) return 0;
+    size_t n = slack ? need + need / 2 : need;
+    if (h && *h) cudaFreeHost(*h);
+    if (*d) cudaFree(*d);
+    if (h) *h = NULL;
+    *d = NULL, *cap = 0;
+    if ((h && cudaMallocHost((void **)h, n) != cudaSuccess) || cudaMalloc((void **)d, n) != cudaSuccess) {
+        (void)cudaGetLastError();
+        fail(c, "sample", "out of memory for the sampler's buffers");
+        return -1;
+    }
+    *cap = n;
+    return 0;
+}
+
+static void check_k(cuda_backend_t *c, const char *op, int rc)
+{
+    check(c, op, rc == LUNAR_CUDA_EARG ? LUNAR_CUDA_BE_EARG : rc);
+}
+
+static void cuda_sample(lunar_backend_t *be, const float *logits, int vocab, const lunar_sample_batch_t *s)
+{
+    cuda_backend_t *c = CB(be);
+    int R = s->num_rows, N = s->top_stride > 0 ? s->top_stride : 0;
+    int base = s->pen_start && R > 0 ? s->pen_start[0] : 0, np = s->pen_start && R > 0 ? s->pen_start[R] - base : 0;
+    if (R < 1 || c->err) return;
+    graph_flush(c);
+    prof_op(c, 4.0 * R * vocab, "sample rows=%d", R);
+    int greedy = np == 0, any_lp = 0;
+    for (int i = 0; i < R; i++) {
+        if (s->rows[i].temperature >= 1e-5f) greedy = 0;
+        if (s->rows[i].logprobs >= 0) any_lp = 1;
+        if (s->rows[i].logprobs > N) {
+            fail(c, "sample", "a row asks more top logprobs than top_stride");
+            return;
+        }
+    }
+    if (any_lp && (!s->logprobs || (N > 0 && (!s->top_ids || !s->top_logprobs)))) {
+        fail(c, "sample", "logprobs asked without output arrays");
+        return;
+    }
+    /* in: params [R], pen_start [R+1], pen_ids [np], pen_counts [np]; out: tokens [R], lp [R],
+     * top_ids [R*N], top_lp [R*N] */
+    size_t o_start = align16(sizeof(lunar_cuda_sample_params_t) * (size_t)R);
+    size_t o_ids = align16(o_start + 4 * ((size_t)R + 1)), o_cnt = align16(o_ids + 4 * (size_t)np);
+    size_t in_bytes = o_cnt + 4 * (size_t)np;
+    size_t o_lp = align16(4 * (size_t)R), o_tid = align16(o_lp + 4 * (size_t)R);
+    size_t o_tlp = align16(o_tid + 4 * (size_t)R * N), out_bytes = any_lp ? o_tlp + 4 * (size_t)R * N : 4 * (size_t)R;
+    if ((!greedy && sample_grow(c, &c->smp.hin, &c->smp.din, &c->smp.in_cap, in_bytes, 1)) ||
+        sample_grow(c, &c->smp.hout, &c->smp.dout, &c->smp.out_cap, out_bytes, 1))
+        return;
+    int32_t *dtok = (int32_t *)c->smp.dout;
+    if (greedy) {
+        check_k(c, "sample argmax", lunar_cuda_argmax(dtok, logits, R, vocab, c->stream));
+    } else {
+        /* in steps of 16 rows, not 1.5x: memory.c budgets one [max_num_seqs][vocab] f32 buffer for it */
+        size_t work = sizeof(float) * (size_t)((R + 15) / 16 * 16) * vocab;
+        char *w = (char *)c->smp.work;
+        if (sample_grow(c, NULL, &w, &c->smp.work_cap, work, 0)) return;
+        c->smp.work = (float *)w;
+        lunar_cuda_sample_params_t *gp = (lunar_cuda_sample_params_t *)c->smp.hin;
+        for (int i = 0; i < R; i++) {
+            const lunar_sample_row_t *r = &s->rows[i];
+            gp[i] = (lunar_cuda_sample_params_t){
+                .temperature = r->temperature, .top_p = r->top_p, .min_p = r->min_p,
+                .presence_penalty = r->presence_penalty, .frequency_penalty = r->frequency_penalty,
+                .repetition_penalty = r->repetition_penalty, .top_k = r->top_k, .seq_index = r->seq_index,
+                .position = r->position, .seed = r->seed,
+            };
+        }
+        if (np) { /* rebased: a view of rows from the middle of a batch starts past entry 0 */
+            int32_t *st = (int32_t *)(c->smp.hin + o_start);
+            for (int i = 0; i <= R; i++) st[i] = s->pen_start[i] - base;
+            memcpy(c->smp.hin + o_ids, s->pen_ids + base, 4 * (size_t)np);
+            memcpy(c->smp.hin + o_cnt, s->pen_counts + base, 4 * (size_t)np);
+        }
+        cudaError_t e = cudaMemcpyAsync(c->smp.din, c->smp.hin, np ? in_bytes : o_start, cudaMemcpyHostToDevice,
+                                        c->stream);
+        if (e != cudaSuccess) { fail(c, "sample", cudaGetErrorString(e)); return; }
+        check_k(c, "sample", lunar_cuda_sample(dtok, logits, c->smp.work, R, vocab,
+                                                (const lunar_cuda_sample_params_t *)c->smp.din,
+                                                np ? (const int32_t *)(c->smp.din + o_start) : NULL,
+                                                (const int32_t *)(c->smp.din + o_ids),
+                                                (const int32_t *)(c->smp.din + o_cnt), c->stream));
+    }
+    for (int i0 = 0; any_lp && i0 < R;) { /* each run of rows with logprobs, in one launch */
+        if (s->rows[i0].logprobs < 0) { i0++; continue; }
+        int i1 = i0 + 1;
+        while (i1 < R && s->rows[i1].logprobs >= 0) i1++;
+        float *lp = (float *)(c->smp.dout + o_lp);
+        check_k(c, "sample logprobs",
+                lunar_cuda_logprobs(lp + i0, (int32_t *)(c->smp.dout + o_tid) + (size_t)i0 * N,
+                                    (float *)(c->smp.dout + o_tlp) + (size_t)i0 * N, logits + (size_t)i0 * vocab,
+                                    dtok + i0, i1 - i0, vocab, N, c->stream));
+        i0 = i1;
+    }
+    cudaError_t e = cudaMemcpyAsync(c->smp.hout, c->smp.dout, out_bytes, cudaMemcpyDeviceToHost, c->stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
+    if (e != cudaSuccess) { fail(c, "sample", cudaGetErrorString(e)); return; }
+    if (c->err) return;
+    memcpy(s->tokens, c->smp.hout, 4 * (size_t)R);
+    for (int i = 0; any_lp && i < R; i++) {
+        int n = s->rows[i].logprobs;
+        if (n < 0) continue;
+        s->logprobs[i] = ((const float *)(c->smp.hout + o_lp))[i];
+        if (n > 0) {
+            memcpy(s->top_ids + (size_t)i * s->top_stride, c->smp.hout + o_tid + 4 * (size_t)i * N, 4 * (size_t)n);
+            memcpy(s->top_logprobs + (size_t)i * s->top_stride, c->smp.hout + o_tlp + 4 * (size_t)i * N, 4 * (size_t)n);
+        }
+    }
+}
+
 int lunar_backend_cuda_create(const lunar_backend_params_t *p, lunar_backend_t **out)
 {
     *out = NULL;
@@ -807,8 +948,7 @@ int lunar_backend_cuda_create(const lunar_backend_params_t *p, lunar_backend_t *
         .copy_out = cuda_copy_out, .prepare = cuda_prepare, .begin_step = cuda_begin_step,
         .end_step = cuda_end_step, .embed = cuda_embed, .rmsnorm = cuda_rmsnorm, .add_rmsnorm = cuda_add_rmsnorm,
         .gemm = cuda_gemm, .gemm_multi = cuda_gemm_multi, .rope = cuda_rope, .silu_mul = cuda_silu_mul,
-        .kv_write = cuda_kv_write,
-        .attention = cuda_attention, .logits = cuda_logits,
+        .kv_write = cuda_kv_write, .attention = cuda_attention, .logits = cuda_logits, .sample = cuda_sample,
     };
     c->device = p->device;
     c->max_k = p->max_k;

@@ -2,6 +2,10 @@
  * engine/engine.c — the engine of lunar/engine.h: request intake, the step (schedule, forward,
  * prompt logprobs, logits hook, sampling, outputs), the engine thread and the event queue.
  *
+ * Sampling happens on the host (lunar_sampler over the logits the forward returns) or, when the
+ * forward offers forward_sample and no row of the step needs host logits, on the forward's
+ * side (the GPU): the engine then sends each row's sampler inputs and gets token ids back.
+ *
  * Threads: everything in the scheduler, KV pool, sampler and requests belongs to the thread
  * that steps (the engine thread, or the caller of lunar_engine_step). Other threads touch only
  * what `mu` guards: the incoming requests and aborts (submit/abort), the event queue (poll),
@@ -74,6 +78,27 @@ static int check_config(const lunar_engine_config_t *c, const lunar_forward_ifac
     return LUNAR_OK;
 }
 
+/* forward_sample's buffers, sized for max_num_seqs rows (a step that samples on the forward
+ * has no prompt-logprobs rows, so at most one row per sequence). */
+static int forward_sample_init(lunar_engine_t *e)
+{
+    int R = e->cfg.max_num_seqs, L = e->cfg.max_logprobs;
+    e->fs.cap_rows = R;
+    e->fs.cap_pen = 16 * R;
+    e->fs.rows = calloc((size_t)R, sizeof *e->fs.rows);
+    e->fs.pen_start = calloc((size_t)R + 1, sizeof *e->fs.pen_start);
+    e->fs.pen_ids = malloc((size_t)e->fs.cap_pen * sizeof *e->fs.pen_ids);
+    e->fs.pen_counts = malloc((size_t)e->fs.cap_pen * sizeof *e->fs.pen_counts);
+    e->fs.tokens = calloc((size_t)R, sizeof *e->fs.tokens);
+    e->fs.lp = calloc((size_t)R, sizeof *e->fs.lp);
+    e->fs.top_ids = calloc((size_t)R * (size_t)L, sizeof *e->fs.top_ids);
+    e->fs.top_lp = calloc((size_t)R * (size_t)L, sizeof *e->fs.top_lp);
+    if (!e->fs.rows || !e->fs.pen_start || !e->fs.pen_ids || !e->fs.pen_counts || !e->fs.tokens || !e->fs.lp ||
+        !e->fs.top_ids || !e->fs.top_lp)
+        return lunar_error(LUNAR_ENOMEM, "engine: no memory for sampling %d rows on the forward", R);
+    return LUNAR_OK;
+}
+
 int lunar_engine_create(const lunar_engine_config_t *cfg, const lunar_forward_iface_t *fwd,
                         const lunar_detok_iface_t *detok, lunar_engine_t **out)
 {
@@ -106,6 +131,10 @@ int lunar_engine_create(const lunar_engine_config_t *cfg, const lunar_forward_if
     if (!e->logits) {
         lunar_engine_free(e);
         return lunar_error(LUNAR_ENOMEM, "engine: no memory for %d logits rows", cfg->max_num_seqs);
+    }
+    if (fwd->forward_sample && (rc = forward_sample_init(e))) {
+        lunar_engine_free(e);
+        return rc;
     }
     *out = e;
     return LUNAR_OK;
@@ -155,6 +184,14 @@ void lunar_engine_free(lunar_engine_t *e)
     lunar_sampler_destroy(&e->sampler);
     free(e->logits);
     free(e->suppress);
+    free(e->fs.rows);
+    free(e->fs.pen_start);
+    free(e->fs.pen_ids);
+    free(e->fs.pen_counts);
+    free(e->fs.tokens);
+    free(e->fs.lp);
+    free(e->fs.top_ids);
+    free(e->fs.top_lp);
     free(e->dec);
     free(e->dec2);
     free(e->out);
@@ -463,6 +500,19 @@ static int suppressed(lunar_engine_t *e, const lunar_seq_t *q)
     return n;
 }
 
+/* What the sampler needs for q's next token (the suppressed ids in e->suppress until the
+ * next call). */
+static lunar_sample_input_t sample_input(lunar_engine_t *e, lunar_seq_t *q)
+{
+    const lunar_req_t *r = q->req;
+    int P = r->num_prompt, num_suppress = suppressed(e, q); /* may grow e->suppress */
+    return (lunar_sample_input_t){
+        .params = &r->params, .prompt = q->tokens, .num_prompt = P, .output = q->tokens + P,
+        .num_output = q->num_tokens - P, .suppress = e->suppress, .num_suppress = num_suppress,
+        .seed = r->seed, .seq_index = q->seq_index,
+    };
+}
+
 static int sample_row(lunar_engine_t *e, lunar_seq_t *q, float *row)
 {
     lunar_req_t *r = q->req;
@@ -472,14 +522,94 @@ static int sample_row(lunar_engine_t *e, lunar_seq_t *q, float *row)
         lunar_log(LUNAR_LOG_WARN, "engine", "request %llu: logits hook failed", (unsigned long long)r->id);
         return lunar_output_finish(e, q, LUNAR_FINISH_ERROR);
     }
-    int num_suppress = suppressed(e, q); /* may grow e->suppress */
-    lunar_sample_input_t in = {
-        .params = &r->params, .prompt = q->tokens, .num_prompt = P, .output = q->tokens + P,
-        .num_output = q->num_tokens - P, .suppress = e->suppress, .num_suppress = num_suppress,
-        .seed = r->seed, .seq_index = q->seq_index,
-    };
+    lunar_sample_input_t in = sample_input(e, q);
     int token = lunar_sampler_sample(&e->sampler, row, &in);
-    return lunar_output_token(e, q, token, row);
+    return lunar_output_token(e, q, token, &(lunar_token_lp_t){.row = row});
+}
+
+/* 1 when the forward may sample this step itself (forward_sample): no row needs the logits on
+ * the host, that is no prompt-logprobs row and no request with a logits hook. */
+static int forward_samples(const lunar_engine_t *e)
+{
+    const lunar_sched_t *s = &e->sched;
+    if (!e->fwd.forward_sample || s->batch.num_logits > e->fs.cap_rows) return 0;
+    for (int i = 0; i < s->batch.num_logits; i++) {
+        const lunar_seq_t *q = s->sched[s->row_seq[i]];
+        if (s->row_pos[i] + 1 < q->num_tokens || q->req->params.logits_hook) return 0;
+    }
+    return 1;
+}
+
+static int grow_pen(lunar_engine_t *e, int want)
+{
+    int cap = e->fs.cap_pen;
+    while (cap < want) cap *= 2;
+    int32_t *ids = realloc(e->fs.pen_ids, (size_t)cap * sizeof *ids);
+    if (ids) e->fs.pen_ids = ids;
+    int32_t *counts = ids ? realloc(e->fs.pen_counts, (size_t)cap * sizeof *counts) : NULL;
+    if (!counts) return lunar_error(LUNAR_ENOMEM, "engine: no memory for %d penalty entries", cap);
+    e->fs.pen_counts = counts;
+    e->fs.cap_pen = cap;
+    return LUNAR_OK;
+}
+
+/* The step's rows as forward_sample takes them: the CPU sampler's inputs of each row, with the
+ * prompt/output/suppressed ids turned into penalty entries (lunar_sampler_penalty_list). */
+static int build_sample_batch(lunar_engine_t *e, lunar_sample_batch_t *sb)
+{
+    const lunar_sched_t *s = &e->sched;
+    int R = s->batch.num_logits, np = 0, top = 0, any_lp = 0;
+    e->fs.pen_start[0] = 0;
+    for (int i = 0; i < R; i++) {
+        lunar_seq_t *q = s->sched[s->row_seq[i]];
+        const lunar_sampling_params_t *p = &q->req->params;
+        lunar_sample_input_t in = sample_input(e, q);
+        int rc, want = np + lunar_sampler_penalty_max(&in);
+        if (want > e->fs.cap_pen && (rc = grow_pen(e, want))) return rc;
+        np += lunar_sampler_penalty_list(&e->sampler, &in, e->fs.pen_ids + np, e->fs.pen_counts + np);
+        e->fs.pen_start[i + 1] = np;
+        e->fs.rows[i] = (lunar_sample_row_t){
+            .temperature = p->temperature, .top_p = p->top_p, .min_p = p->min_p,
+            .presence_penalty = p->presence_penalty, .frequency_penalty = p->frequency_penalty,
+            .repetition_penalty = p->repetition_penalty, .top_k = p->top_k, .seq_index = in.seq_index,
+            .position = in.num_output, .logprobs = p->logprobs, .seed = in.seed,
+        };
+        if (p->logprobs >= 0) any_lp = 1;
+        if (p->logprobs > top) top = p->logprobs;
+    }
+    *sb = (lunar_sample_batch_t){
+        .num_rows = R, .rows = e->fs.rows, .pen_start = np ? e->fs.pen_start : NULL,
+        .pen_ids = e->fs.pen_ids, .pen_counts = e->fs.pen_counts, .top_stride = top, .tokens = e->fs.tokens,
+        .logprobs = any_lp ? e->fs.lp : NULL, .top_ids = any_lp ? e->fs.top_ids : NULL,
+        .top_logprobs = any_lp ? e->fs.top_lp : NULL,
+    };
+    return LUNAR_OK;
+}
+
+/* The tokens forward_sample drew, through the same outputs as the host path. */
+static int output_sampled(lunar_engine_t *e, const lunar_sample_batch_t *sb)
+{
+    const lunar_sched_t *s = &e->sched;
+    int rc = 0;
+    for (int i = 0; i < sb->num_rows; i++) {
+        lunar_seq_t *q = s->sched[s->row_seq[i]];
+        int32_t t = sb->tokens[i];
+        int r;
+        if (t < 0 || t >= e->fwd.vocab_size) {
+            r = lunar_error(LUNAR_ERANGE, "engine: forward_sample drew token %d for row %d (vocab %d)", (int)t, i,
+                            e->fwd.vocab_size);
+            lunar_log(LUNAR_LOG_ERROR, "engine", "%s", lunar_errmsg());
+            lunar_output_finish(e, q, LUNAR_FINISH_ERROR);
+        } else {
+            lunar_token_lp_t lp = {0};
+            if (sb->logprobs)
+                lp = (lunar_token_lp_t){NULL, sb->logprobs[i], sb->top_ids + (size_t)i * sb->top_stride,
+                                        sb->top_logprobs + (size_t)i * sb->top_stride};
+            r = lunar_output_token(e, q, t, &lp);
+        }
+        if (r && !rc) rc = r;
+    }
+    return rc;
 }
 
 static int step_once(lunar_engine_t *e)
@@ -505,7 +635,10 @@ static int step_once(lunar_engine_t *e)
                 lunar_hist_observe(&e->stats.queue, now - s->sched[k]->req->arrival_time);
             }
         pthread_mutex_unlock(&e->mu);
-        rc = e->fwd.forward(e->fwd.ctx, b, e->logits);
+        lunar_sample_batch_t sb;
+        int on_forward = forward_samples(e);
+        if (on_forward) rc = build_sample_batch(e, &sb);
+        if (!rc) rc = on_forward ? e->fwd.forward_sample(e->fwd.ctx, b, &sb) : e->fwd.forward(e->fwd.ctx, b, e->logits);
         if (rc) {
             lunar_log(LUNAR_LOG_ERROR, "engine", "forward of %d tokens failed: %s", ntok, lunar_errmsg());
             for (int k = 0; k < s->num_sched; k++) lunar_output_finish(e, s->sched[k], LUNAR_FINISH_ERROR);
@@ -515,7 +648,8 @@ static int step_once(lunar_engine_t *e)
             e->stats.num_steps++;
             e->stats.forward_tokens_total += (uint64_t)ntok;
             pthread_mutex_unlock(&e->mu);
-            for (int i = 0; i < b->num_logits; i++) {
+            if (on_forward) rc = output_sampled(e, &sb);
+            for (int i = 0; i < b->num_logits && !on_forward; i++) {
                 lunar_seq_t *q = s->sched[s->row_seq[i]];
                 float *row = e->logits + (size_t)i * V;
                 int pos = s->row_pos[i];

@@ -53,6 +53,16 @@ struct lunar_engine {
     int num_live, cap_live;
     int32_t *suppress;       /* [8 + max stop ids] sampler scratch */
     int cap_suppress;
+    struct {                 /* forward_sample's specs and results (lunar/batch.h), when offered */
+        lunar_sample_row_t *rows;        /* [cap_rows] */
+        int32_t *pen_start;              /* [cap_rows + 1] */
+        int32_t *pen_ids, *pen_counts;   /* [cap_pen], grown with prompts and outputs */
+        int32_t *tokens;                 /* [cap_rows] */
+        float *lp;                       /* [cap_rows] */
+        int32_t *top_ids;                /* [cap_rows * max_logprobs] */
+        float *top_lp;                   /* [cap_rows * max_logprobs] */
+        int cap_rows, cap_pen;
+    } fs;
     char *dec, *dec2;        /* detokenizer scratch */
     int cap_dec, cap_dec2;
     int events_this_step;
@@ -94,9 +104,18 @@ int lunar_ev_list_push(lunar_node_list_t *l, lunar_ev_node_t *n);
 void lunar_ev_node_free(lunar_ev_node_t *n);
 /* The node collecting q's output until the next poll; NULL on no memory. Call under mu. */
 lunar_ev_node_t *lunar_ev_node_for(lunar_engine_t *e, lunar_seq_t *q);
+/* The logprobs of a sampled token, for a request that asked for them: computed from the raw
+ * logits row (the host path), or already computed by forward_sample (row NULL). */
+typedef struct lunar_token_lp {
+    const float *row;        /* [vocab] raw logits, or NULL: */
+    float lp;                /* the token's logprob */
+    const int32_t *top_ids;  /* [params.logprobs] best first */
+    const float *top_lp;     /* [params.logprobs] */
+} lunar_token_lp_t;
+
 /* Appends the sampled token to q, runs the stop checks and detokenization, queues its event
- * (with logprobs from `row`, the raw logits, when asked), and finishes q when it stops. */
-int lunar_output_token(lunar_engine_t *e, lunar_seq_t *q, int32_t token, const float *row);
+ * (with logprobs from `lp` when asked), and finishes q when it stops. */
+int lunar_output_token(lunar_engine_t *e, lunar_seq_t *q, int32_t token, const lunar_token_lp_t *lp);
 /* Finishes q with `reason` (abort, error) and emits the final event. */
 int lunar_output_finish(lunar_engine_t *e, lunar_seq_t *q, int reason);
 void lunar_output_detok_init(lunar_engine_t *e, lunar_seq_t *q);

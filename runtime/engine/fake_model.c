@@ -98,6 +98,7 @@ void lunar_fake_model_iface(lunar_fake_model_t *m, lunar_forward_iface_t *out)
     out->ctx = m;
     out->vocab_size = m->vocab;
     out->forward = fake_forward;
+    out->forward_sample = NULL;
 }
 
 uint64_t lunar_fake_model_tokens_computed(const lunar_fake_model_t *m) { return m->computed; }

@@ -87,7 +87,7 @@ lunar_ev_node_t *lunar_ev_node_for(lunar_engine_t *e, lunar_seq_t *q)
 /* What one emission adds to the sequence's pending event. */
 typedef struct emission {
     int32_t token;        /* -1: none */
-    const float *row;     /* raw logits for logprobs, or NULL */
+    const lunar_token_lp_t *lp; /* its logprobs, or NULL */
     const char *text;
     int text_len;
 } emission_t;
@@ -115,8 +115,16 @@ static int emit(lunar_engine_t *e, lunar_seq_t *q, const emission_t *m)
                 (rc = reserve((void **)&n->top_ids, &n->cap_top_ids, w, sizeof *n->top_ids)) ||
                 (rc = reserve((void **)&n->top_lp, &n->cap_top_lp, w, sizeof *n->top_lp)))
                 goto out;
-            lunar_sampler_logprobs(m->row, e->fwd.vocab_size, m->token, N, &n->lp[k],
-                                   n->top_ids + (size_t)k * N, n->top_lp + (size_t)k * N);
+            if (m->lp->row) {
+                lunar_sampler_logprobs(m->lp->row, e->fwd.vocab_size, m->token, N, &n->lp[k],
+                                       n->top_ids + (size_t)k * N, n->top_lp + (size_t)k * N);
+            } else {
+                n->lp[k] = m->lp->lp;
+                if (N > 0) {
+                    memcpy(n->top_ids + (size_t)k * N, m->lp->top_ids, (size_t)N * sizeof *n->top_ids);
+                    memcpy(n->top_lp + (size_t)k * N, m->lp->top_lp, (size_t)N * sizeof *n->top_lp);
+                }
+            }
         }
         ev->num_tokens = k + 1;
     }
@@ -261,7 +269,7 @@ static int is_eos(const lunar_engine_t *e, int32_t t)
     return 0;
 }
 
-int lunar_output_token(lunar_engine_t *e, lunar_seq_t *q, int32_t token, const float *row)
+int lunar_output_token(lunar_engine_t *e, lunar_seq_t *q, int32_t token, const lunar_token_lp_t *lp)
 {
     lunar_req_t *r = q->req;
     const lunar_sampling_params_t *p = &r->params;
@@ -316,7 +324,7 @@ int lunar_output_token(lunar_engine_t *e, lunar_seq_t *q, int32_t token, const f
     int end = q->text_len;
     if (!q->finish_reason && !p->include_stop_str_in_output) end -= holdback(q);
     if (end < q->text_sent) end = q->text_sent;
-    emission_t m = {token, p->logprobs >= 0 ? row : NULL, q->text + q->text_sent, end - q->text_sent};
+    emission_t m = {token, p->logprobs >= 0 ? lp : NULL, q->text + q->text_sent, end - q->text_sent};
     int erc = emit(e, q, &m);
     q->text_sent = end;
     if (q->finish_reason) lunar_engine_seq_done(e, q);

@@ -177,7 +177,7 @@ int lunar_runner_create(const lunar_model_t *m, const lunar_runner_options_t *op
     r->proj = balloc(be, (size_t)T * H, asz, &err);
     r->gate = balloc(be, (size_t)T * 2 * I, asz, &err);
     r->cs = balloc(be, (size_t)T * r->rot, sizeof(float), &err);
-    if (!be->host_memory) r->logits = balloc(be, (size_t)opt->max_num_seqs * c->vocab_size, sizeof(float), &err);
+    if (!be->host_memory || be->sample) r->logits = balloc(be, (size_t)opt->max_num_seqs * c->vocab_size, sizeof(float), &err);
     r->dyn_freq = xcalloc((size_t)r->rot / 2 + 1, sizeof(float), &err);
     r->cs_host = xcalloc((size_t)T * r->rot, sizeof(float), &err);
     if (err) {
@@ -281,7 +281,10 @@ static void gemm_multi(lunar_backend_t *be, void *const *ys, const void *x, int 
     for (int i = 0; i < n; i++) be->gemm(be, ys[i], x, T, Ws[i], biases[i]);
 }
 
-int lunar_runner_forward(lunar_runner_t *r, const lunar_batch_t *b, float *logits)
+/* The decoder up to the final norm: on return r->xn holds the final-normed hidden state of
+ * every batch token, and the step is open (begin_step ran; the caller issues the logits and
+ * ends it). */
+static int run_decoder(lunar_runner_t *r, const lunar_batch_t *b)
 {
     int rc = check_batch(r, b);
     if (rc) return rc;
@@ -330,9 +333,18 @@ int lunar_runner_forward(lunar_runner_t *r, const lunar_batch_t *b, float *logit
         const float *next_norm = l + 1 < c->num_layers ? r->lv[l + 1].attn_norm : r->final_norm;
         be->add_rmsnorm(be, r->x, r->proj, r->xn, T, H, next_norm, eps);
     }
+    return 0;
+}
+
+int lunar_runner_forward(lunar_runner_t *r, const lunar_batch_t *b, float *logits)
+{
+    int rc = run_decoder(r, b);
+    if (rc) return rc;
+    lunar_backend_t *be = r->be;
+    const lunar_weights_t *w = r->w;
     /* logits only for the rows asked for (xn is final-normed now); straight into the caller's
      * buffer when backend memory is host memory, else in chunks of max_num_seqs rows */
-    int V = c->vocab_size, chunk = be->host_memory ? b->num_logits : r->o.max_num_seqs;
+    int V = r->c->vocab_size, chunk = be->host_memory ? b->num_logits : r->o.max_num_seqs;
     for (int i0 = 0; i0 < b->num_logits; i0 += chunk) {
         int n = b->num_logits - i0 < chunk ? b->num_logits - i0 : chunk;
         float *dst = be->host_memory ? logits + (size_t)i0 * V : r->logits;
@@ -341,7 +353,37 @@ int lunar_runner_forward(lunar_runner_t *r, const lunar_batch_t *b, float *logit
     }
     rc = be->end_step(be);
     if (rc) return rc;
-    r->tokens += (uint64_t)T;
+    r->tokens += (uint64_t)b->num_tokens;
+    return 0;
+}
+
+int lunar_runner_forward_sample(lunar_runner_t *r, const lunar_batch_t *b, const lunar_sample_batch_t *s)
+{
+    lunar_backend_t *be = r->be;
+    if (!be->sample)
+        return lunar_error(LUNAR_EUNSUPPORTED, "forward_sample: the %s backend does not sample", be->name);
+    if (!s || s->num_rows != b->num_logits)
+        return lunar_error(LUNAR_EINVAL, "forward_sample: %d sample rows for %d logits rows", s ? s->num_rows : -1,
+                           b->num_logits);
+    int rc = run_decoder(r, b);
+    if (rc) return rc;
+    /* the logits stay in backend memory and are sampled there, max_num_seqs rows at a time */
+    int chunk = r->o.max_num_seqs;
+    for (int i0 = 0; i0 < b->num_logits; i0 += chunk) {
+        int n = b->num_logits - i0 < chunk ? b->num_logits - i0 : chunk;
+        size_t t = (size_t)i0 * (size_t)s->top_stride;
+        lunar_sample_batch_t part = {
+            .num_rows = n, .rows = s->rows + i0, .pen_start = s->pen_start ? s->pen_start + i0 : NULL,
+            .pen_ids = s->pen_ids, .pen_counts = s->pen_counts, .top_stride = s->top_stride,
+            .tokens = s->tokens + i0, .logprobs = s->logprobs ? s->logprobs + i0 : NULL,
+            .top_ids = s->top_ids ? s->top_ids + t : NULL, .top_logprobs = s->top_logprobs ? s->top_logprobs + t : NULL,
+        };
+        be->logits(be, r->logits, r->xn, b, i0, n, r->w->lm_head);
+        be->sample(be, r->logits, r->c->vocab_size, &part);
+    }
+    rc = be->end_step(be);
+    if (rc) return rc;
+    r->tokens += (uint64_t)b->num_tokens;
     return 0;
 }
 
@@ -350,11 +392,20 @@ static int iface_forward(void *ctx, const lunar_batch_t *b, float *logits)
     return lunar_runner_forward((lunar_runner_t *)ctx, b, logits);
 }
 
+static int iface_forward_sample(void *ctx, const lunar_batch_t *b, const lunar_sample_batch_t *s)
+{
+    return lunar_runner_forward_sample((lunar_runner_t *)ctx, b, s);
+}
+
 void lunar_runner_forward_iface(lunar_runner_t *r, lunar_forward_iface_t *out)
 {
     out->ctx = r;
     out->vocab_size = r->c->vocab_size;
     out->forward = iface_forward;
+    /* LUNAR_GPU_SAMPLING=0 keeps sampling on the host, to compare (tests, benchmarks) */
+    const char *env = getenv("LUNAR_GPU_SAMPLING");
+    int off = env && !strcmp(env, "0");
+    out->forward_sample = r->be->sample && !off ? iface_forward_sample : NULL;
 }
 
 uint64_t lunar_runner_tokens_computed(const lunar_runner_t *r) { return r->tokens; }

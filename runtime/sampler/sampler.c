@@ -194,6 +194,43 @@ int lunar_sampler_sample(lunar_sampler_t *s, const float *row, const lunar_sampl
     return s->idx[n - 1];
 }
 
+static int rep_on(const lunar_sampling_params_t *p) { return p->repetition_penalty != 1.0f; }
+static int freq_on(const lunar_sampling_params_t *p)
+{
+    return p->frequency_penalty != 0.0f || p->presence_penalty != 0.0f;
+}
+
+int lunar_sampler_penalty_max(const lunar_sample_input_t *in)
+{
+    int rep = rep_on(in->params), any = rep || freq_on(in->params);
+    return in->num_suppress + (any ? in->num_output : 0) + (rep ? in->num_prompt : 0);
+}
+
+int lunar_sampler_penalty_list(lunar_sampler_t *s, const lunar_sample_input_t *in, int32_t *ids, int32_t *counts)
+{
+    int rep = rep_on(in->params), any = rep || freq_on(in->params), V = s->vocab, n = 0;
+    if (any)
+        for (int i = 0; i < in->num_output; i++)
+            if (in->output[i] >= 0 && in->output[i] < V) s->count[in->output[i]]++;
+    /* s->idx[t] = t's entry, for marking the suppressed ones afterwards */
+    for (int pass = rep ? 0 : any ? 1 : 2; pass < 3; pass++) {
+        const int32_t *list = pass == 0 ? in->prompt : pass == 1 ? in->output : in->suppress;
+        int len = pass == 0 ? in->num_prompt : pass == 1 ? in->num_output : in->num_suppress;
+        for (int i = 0; i < len; i++) {
+            int t = list[i];
+            if (t < 0 || t >= V || s->mark[t]) continue;
+            s->mark[t] = 1;
+            s->idx[t] = n;
+            ids[n] = t;
+            counts[n++] = (int32_t)s->count[t];
+        }
+    }
+    for (int i = 0; i < in->num_suppress; i++)
+        if (in->suppress[i] >= 0 && in->suppress[i] < V) counts[s->idx[in->suppress[i]]] = -1;
+    for (int k = 0; k < n; k++) s->mark[ids[k]] = 0, s->count[ids[k]] = 0;
+    return n;
+}
+
 void lunar_sampler_logprobs(const float *row, int vocab, int token, int top_n, float *lp,
                             int32_t *top_ids, float *top_lp)
 {

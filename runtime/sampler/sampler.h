@@ -40,6 +40,14 @@ void lunar_sampler_destroy(lunar_sampler_t *s);
 /* Draws the next token from row (left unchanged). */
 int lunar_sampler_sample(lunar_sampler_t *s, const float *row, const lunar_sample_input_t *in);
 
+/* The suppression and penalties of `in` as a list (lunar_sample_batch_t's pen_ids/pen_counts):
+ * each in-vocabulary id that changes its logit once, with its count in in->output, or -1 when
+ * suppressed. Ids are listed only as the penalties need them: the suppressed ids always, the
+ * output ids when any penalty is on, the prompt ids with repetition_penalty != 1. ids and
+ * counts must hold lunar_sampler_penalty_max(in) entries. Returns the number written. */
+int lunar_sampler_penalty_max(const lunar_sample_input_t *in);
+int lunar_sampler_penalty_list(lunar_sampler_t *s, const lunar_sample_input_t *in, int32_t *ids, int32_t *counts);
+
 /* log_softmax of row: *lp = logprob of `token` (if token >= 0), and the top_n best ids and
  * logprobs in descending order (ties: lower id first) into top_ids/top_lp. */
 void lunar_sampler_logprobs(const float *row, int vocab, int token, int top_n, float *lp,

@@ -447,8 +447,8 @@ static void test_limits(void)
 
     c.max_num_batched_tokens = 8;
     c.max_num_seqs = 16;
-    CHECK_EQ_INT(lunar_engine_create(&c, &(lunar_forward_iface_t){NULL, 8, NULL}, NULL, &e), LUNAR_EINVAL);
-    lunar_forward_iface_t f = {NULL, 8, (int (*)(void *, const lunar_batch_t *, float *))1};
+    CHECK_EQ_INT(lunar_engine_create(&c, &(lunar_forward_iface_t){NULL, 8, NULL, NULL}, NULL, &e), LUNAR_EINVAL);
+    lunar_forward_iface_t f = {NULL, 8, (int (*)(void *, const lunar_batch_t *, float *))1, NULL};
     CHECK_EQ_INT(lunar_engine_create(&c, &f, NULL, &e), LUNAR_EINVAL);
     CHECK_CONTAINS(lunar_errmsg(), "max_num_batched_tokens (8) must be greater than or equal to max_num_seqs (16)");
 }

@@ -66,7 +66,7 @@ static lunar_engine_t *engine(int (*fwd)(void *, const lunar_batch_t *, float *)
     c.eos_token_ids[0] = 1;
     c.num_eos_token_ids = 1;
     c.stats_interval_s = 0;
-    lunar_forward_iface_t f = {NULL, V, fwd};
+    lunar_forward_iface_t f = {NULL, V, fwd, NULL};
     lunar_detok_iface_t d;
     lunar_fake_detok_iface(1, &d);
     lunar_engine_t *e = NULL;
@@ -451,7 +451,7 @@ static void test_policy_order(void)
         c.policy = policy;
         c.stats_interval_s = 0;
         set_script("Q:abcdefgh");
-        lunar_forward_iface_t f = {NULL, V, script_forward};
+        lunar_forward_iface_t f = {NULL, V, script_forward, NULL};
         lunar_engine_t *e;
         CHECK_EQ_INT(lunar_engine_create(&c, &f, NULL, &e), 0);
         lunar_sampling_params_t p;
@@ -494,7 +494,7 @@ static void test_stats_log(void)
     c.max_model_len = 64;
     c.stats_interval_s = 1e-9;
     set_script("Q:abcdefgh");
-    lunar_forward_iface_t f = {NULL, V, script_forward};
+    lunar_forward_iface_t f = {NULL, V, script_forward, NULL};
     lunar_engine_t *e;
     CHECK_EQ_INT(lunar_engine_create(&c, &f, NULL, &e), 0);
     lunar_sampling_params_t p;

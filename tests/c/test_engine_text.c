@@ -94,7 +94,7 @@ int main(void)
     c.num_blocks = 32;
     c.max_model_len = 256;
     c.stats_interval_s = 0;
-    lunar_forward_iface_t f = {NULL, script_vocab, script_forward};
+    lunar_forward_iface_t f = {NULL, script_vocab, script_forward, NULL};
     lunar_detok_iface_t d;
     lunar_engine_detok_tokenizer(tok, &d);
     lunar_engine_t *e;

@@ -184,6 +184,15 @@ static void test_bad_batches(void)
     CHECK_CONTAINS(lunar_errmsg(), "block 0 is");
     bt[0] = 0;
     CHECK_EQ_INT(lunar_runner_forward(r, &b, logits), 0);
+    /* the CPU backend has no sample op: the engine gets no forward_sample and samples itself */
+    lunar_forward_iface_t f;
+    lunar_runner_forward_iface(r, &f);
+    CHECK(f.forward != NULL && f.forward_sample == NULL);
+    lunar_sample_row_t row = {.temperature = 0};
+    int32_t out;
+    lunar_sample_batch_t s = {.num_rows = 1, .rows = &row, .tokens = &out};
+    CHECK_EQ_INT(lunar_runner_forward_sample(r, &b, &s), LUNAR_EUNSUPPORTED);
+    CHECK_CONTAINS(lunar_errmsg(), "the cpu backend does not sample");
     lunar_runner_free(r);
     lunar_model_free(m);
 }

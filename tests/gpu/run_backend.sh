@@ -4,9 +4,11 @@
 # backend, mixed batches, bf16 GEMMs) and a subset under compute-sanitizer memcheck,
 # test_ops_cuda (every op of the table against the CPU backend's at odd shapes, in f32, bf16 and
 # f16) and its smaller LUNAR_TEST_QUICK=1 sweep under compute-sanitizer memcheck,
+# test_gpu_sampling (the engine sampling on the GPU gives the host sampler's tokens and logprobs),
 # `lunar generate --device cuda` and `lunar serve --device cuda` on a shared model (the greedy
 # text must equal the CPU backend's), and with BENCH=1 bench/cuda_decode.lua (a dummy Llama-3-8B in bf16, with and
-# without CUDA graphs). Logs go to $OUT (default build-gpu/logs). Non-zero exit on any failure.
+# without CUDA graphs) and bench/gpu_sampling.lua (the engine's decode step, GPU vs host
+# sampling). Logs go to $OUT (default build-gpu/logs). Non-zero exit on any failure.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 BUILD_DIR=${BUILD_DIR:-build-gpu}
@@ -14,7 +16,7 @@ OUT=${OUT:-$BUILD_DIR/logs}
 mkdir -p "$OUT"
 export LUNAR_SRC=$PWD LUNAR_SHARED=${LUNAR_SHARED:-$PWD/../shared}
 cmake -S . -B "$BUILD_DIR" -DLUNAR_CUDA=ON -DLUNAR_WERROR=OFF > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
-cmake --build "$BUILD_DIR" -j "$(nproc)" --target lunar lunar_host test_backend_cuda test_ops_cuda \
+cmake --build "$BUILD_DIR" -j "$(nproc)" --target lunar lunar_host test_backend_cuda test_ops_cuda test_gpu_sampling \
   >> "$OUT/build.log" 2>&1 \
   || { grep -E "error|Error" "$OUT/build.log" | head -30; exit 1; }
 rc=0
@@ -22,6 +24,8 @@ rc=0
 cat "$OUT/test_ops_cuda.log"
 "$BUILD_DIR/tests/gpu/test_backend_cuda" > "$OUT/test_backend_cuda.log" 2>&1 || rc=1
 cat "$OUT/test_backend_cuda.log"
+"$BUILD_DIR/tests/gpu/test_gpu_sampling" > "$OUT/test_gpu_sampling.log" 2>&1 || rc=1
+cat "$OUT/test_gpu_sampling.log"
 if command -v compute-sanitizer > /dev/null; then
   LUNAR_TEST_QUICK=1 compute-sanitizer --tool memcheck --error-exitcode 3 "$BUILD_DIR/tests/gpu/test_backend_cuda" \
     > "$OUT/memcheck.log" 2>&1 || rc=1
@@ -29,6 +33,9 @@ if command -v compute-sanitizer > /dev/null; then
   LUNAR_TEST_QUICK=1 compute-sanitizer --tool memcheck --error-exitcode 3 "$BUILD_DIR/tests/gpu/test_ops_cuda" \
     > "$OUT/memcheck_ops.log" 2>&1 || rc=1
   grep -E "ERROR SUMMARY|passed|FAIL" "$OUT/memcheck_ops.log" | tail -4
+  LUNAR_TEST_QUICK=1 compute-sanitizer --tool memcheck --error-exitcode 3 "$BUILD_DIR/tests/gpu/test_gpu_sampling" \
+    > "$OUT/memcheck_sampling.log" 2>&1 || rc=1
+  grep -E "ERROR SUMMARY|passed" "$OUT/memcheck_sampling.log" | tail -2
 else
   echo "compute-sanitizer not found: memcheck skipped"
 fi
@@ -68,6 +75,7 @@ if [ "${BENCH:-0}" = 1 ]; then
   echo "# the same without CUDA graphs (LUNAR_CUDA_GRAPHS=0)" | tee -a "$OUT/bench_cuda_decode.log"
   LUNAR_CUDA_GRAPHS=0 "$BUILD_DIR/lunar" run bench/cuda_decode.lua ${BENCH_ARGS:-} 2>&1 | grep -v "^#" \
     | tee -a "$OUT/bench_cuda_decode.log" || rc=1
+  "$BUILD_DIR/lunar" run bench/gpu_sampling.lua 2>&1 | tee "$OUT/bench_gpu_sampling.log" || rc=1
 fi
 echo "run_backend: rc=$rc"
 exit $rc

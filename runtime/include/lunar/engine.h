@@ -17,8 +17,9 @@
  * A step: the scheduler picks running sequences first (decodes, continuing prefill chunks),
  * then waiting ones (FCFS or priority) under --max-num-batched-tokens and --max-num-seqs,
  * preempting the newest by recompute when KV blocks run out; builds one lunar_batch_t; the
- * forward fills logits rows; the sampler draws tokens; stop checks and incremental
- * detokenization turn them into events.
+ * forward fills logits rows; the sampler draws tokens (or the forward draws them itself where
+ * it offers forward_sample: the GPU); stop checks and incremental detokenization turn them
+ * into events.
  *
  * Times are seconds on CLOCK_MONOTONIC (lunar_engine_now()).
  */
@@ -40,11 +41,19 @@ extern "C" {
 /* One step of the model: reads b, writes K/V at b->slot_mapping, fills
  * logits[i * vocab_size ...] for each i < b->num_logits (row i is the token b->logits_indices[i]).
  * Returns 0 or a LUNAR_E* status. The production implementation wraps lunar_runner_forward()
- * (lunar/runner.h); its KV cache must hold the engine's num_blocks blocks of block_size. */
+ * (lunar/runner.h); its KV cache must hold the engine's num_blocks blocks of block_size.
+ *
+ * forward_sample (optional, NULL = not offered): the same step, but the forward also samples
+ * row i as s->rows[i] says (lunar/batch.h) and writes the token ids (and logprobs where asked)
+ * into s's output buffers instead of handing logits back; s->num_rows == b->num_logits. The
+ * CUDA runner offers it so that logits never leave the GPU. The engine uses it for the steps
+ * where no row needs host logits (no logits hook, no prompt_logprobs row) and must get the
+ * tokens the CPU sampler would draw from the same logits. */
 typedef struct lunar_forward_iface {
     void *ctx;
     int vocab_size;
     int (*forward)(void *ctx, const lunar_batch_t *b, float *logits /* [num_logits][vocab] */);
+    int (*forward_sample)(void *ctx, const lunar_batch_t *b, const lunar_sample_batch_t *s);
 } lunar_forward_iface_t;
 #endif
 

@@ -41,11 +41,18 @@ void lunar_runner_free(lunar_runner_t *r);
  * paged context, and fills logits[i * vocab_size ...] (f32, caller-owned) for the rows
  * b->logits_indices. Invalid ids, slots or block tables are LUNAR_ERANGE naming the token. */
 int lunar_runner_forward(lunar_runner_t *r, const lunar_batch_t *b, float *logits);
+/* The same step, but the logits stay in backend memory and the backend samples them
+ * (backend.h's sample op): s->tokens (and the logprobs s asks for) are filled, host memory
+ * owned by the caller, as lunar/batch.h describes. s->num_rows must equal b->num_logits (sampled
+ * max_num_seqs rows at a time). LUNAR_EUNSUPPORTED on a backend without the op (the CPU). */
+int lunar_runner_forward_sample(lunar_runner_t *r, const lunar_batch_t *b, const lunar_sample_batch_t *s);
 
 /* Bytes of KV cache one token takes on `backend` ("cpu": f32 K and V for every layer;
  * "cuda": the model's dtype). */
 uint64_t lunar_runner_kv_bytes_per_token(const lunar_model_t *m, const char *backend);
-/* The engine's view of this runner. */
+/* The engine's view of this runner: forward, and forward_sample when the backend samples
+ * (CUDA) unless the environment has LUNAR_GPU_SAMPLING=0 (read at this call), which keeps
+ * sampling on the host for comparison. */
 void lunar_runner_forward_iface(lunar_runner_t *r, lunar_forward_iface_t *out);
 /* Tokens run through the forward since creation (prefill + decode). */
 uint64_t lunar_runner_tokens_computed(const lunar_runner_t *r);
