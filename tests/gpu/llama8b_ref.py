@@ -20,16 +20,25 @@ cfg_dir, out = sys.argv[1], sys.argv[2]
 cfg = LlamaConfig.from_pretrained(cfg_dir)
 torch.manual_seed(1234)
 t0 = time.time()
+# Built in bf16 directly: model.to(bfloat16) would also round the rotary inv_freq buffer to
+# bf16 (a different RoPE from the checkpoint's config, for every later use of that object).
+torch.set_default_dtype(torch.bfloat16)
 with torch.device("cuda"):
     model = LlamaForCausalLM(cfg)
-model = model.to(torch.bfloat16).eval()
+torch.set_default_dtype(torch.float32)
 model.save_pretrained(out, safe_serialization=True)
+del model
+torch.cuda.empty_cache()
 print(f"llama8b_ref: built and saved in {time.time() - t0:.1f} s", flush=True)
 ids = [(i * 7919 + 13) % cfg.vocab_size for i in range(64)]
 with open(f"{out}/ids.txt", "w") as f:
     f.write(" ".join(map(str, ids)) + "\n")
 x = torch.tensor([ids], device="cuda")
-with torch.no_grad():
-    model(x).logits[0].float().cpu().numpy().tofile(f"{out}/ref_bf16.f32")
-    model.float()(x).logits[0].float().cpu().numpy().tofile(f"{out}/ref_f32.f32")
+# the references as a user loads the checkpoint: from_pretrained in each dtype
+for dtype, name in ((torch.bfloat16, "ref_bf16.f32"), (torch.float32, "ref_f32.f32")):
+    model = LlamaForCausalLM.from_pretrained(out, dtype=dtype).to("cuda").eval()
+    with torch.no_grad():
+        model(x).logits[0].float().cpu().numpy().tofile(f"{out}/{name}")
+    del model
+    torch.cuda.empty_cache()
 print("llama8b_ref: logits written", flush=True)
