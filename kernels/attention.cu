@@ -519,20 +519,33 @@ k_fa_prefill(T *out, const T *q, const T *kc, const T *vc, attn_args a, const in
     wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc, fo[HD / 16];
 #pragma unroll
     for (int d = 0; d < HD / 16; d++) wmma::fill_fragment(fo[d], 0.0f);
+    /* K/V tiles are fetched into registers one tile ahead: the next tile's loads are in
+     * flight while this one is computed (2 CTAs per SM leave little else to hide them) */
+    constexpr int PF = FA_BK * CH / NT;
+    uint4 pk[PF], pv[PF];
+#define FA_FETCH(K0)                                                                                       \
+    _Pragma("unroll") for (int u = 0; u < PF; u++) {                                                       \
+        int i = tid + u * NT, j = (K0) + i / CH;                                                           \
+        pk[u] = pv[u] = zero;                                                                              \
+        if (j < kend) {                                                                                    \
+            size_t off = ((size_t)btab[j / a.bs] * a.bs + j % a.bs) * row_elems + (size_t)kvh * HD + (i % CH) * 8; \
+            pk[u] = *(const uint4 *)(kc + off);                                                            \
+            pv[u] = *(const uint4 *)(vc + off);                                                            \
+        }                                                                                                  \
+    }
+    FA_FETCH(klo)
     for (int k0 = klo; k0 < kend; k0 += FA_BK) {
         __syncthreads(); /* the previous tile's K/V are consumed (and the set-up is visible) */
-        for (int i = tid; i < FA_BK * CH; i += NT) {
-            int r = i / CH, c = (i % CH) * 8, j = k0 + r;
-            uint4 kv = zero, vv = zero;
-            if (j < kend) {
-                size_t off = ((size_t)btab[j / a.bs] * a.bs + j % a.bs) * row_elems + (size_t)kvh * HD + c;
-                kv = *(const uint4 *)(kc + off);
-                vv = *(const uint4 *)(vc + off);
-            }
-            *(uint4 *)(sK + r * L::LDQ + c) = kv;
-            *(uint4 *)(sV + r * L::LDQ + c) = vv;
+#pragma unroll
+        for (int u = 0; u < PF; u++) {
+            int i = tid + u * NT, r = i / CH, c = (i % CH) * 8;
+            *(uint4 *)(sK + r * L::LDQ + c) = pk[u];
+            *(uint4 *)(sV + r * L::LDQ + c) = pv[u];
         }
         __syncthreads();
+        if (k0 + FA_BK < kend) {
+            FA_FETCH(k0 + FA_BK)
+        }
         /* S = Q K^T for this warp's 16 rows: K stored key-major is K^T column-major */
         for (int j = 0; j < FA_BK / 16; j++) {
             wmma::fill_fragment(acc, 0.0f);
@@ -599,6 +612,7 @@ k_fa_prefill(T *out, const T *q, const T *kc, const T *vc, attn_args a, const in
             }
         }
     }
+#undef FA_FETCH
 #pragma unroll
     for (int d = 0; d < HD / 16; d++)
         wmma::store_matrix_sync(sO + warp * 16 * L::LDO + d * 16, fo[d], L::LDO, wmma::mem_row_major);
