@@ -742,8 +742,12 @@ extern "C" int lunar_cuda_attention(void *out, const void *q, const void *k_cach
         const char *ev = getenv("LUNAR_CUDA_DECODE_ATTN");
         dec_off = ev && !strcmp(ev, "0");
     }
-    bool fa = fa_eligible(dt, head_dim, num_tokens), dec = !dec_off && num_heads / num_kv_heads <= 8;
-    bool use_attn = !(fa && dec);
+    /* a sequence of FA_MIN_Q queries needs FA_MIN_Q - 1 tokens more than one per sequence */
+    bool long_possible = num_tokens - num_seqs >= FA_MIN_Q - 1;
+    bool fa = long_possible && fa_eligible(dt, head_dim, num_tokens), dec = !dec_off && num_heads / num_kv_heads <= 8;
+    /* k_attn for the long sequences only when there can be one (a step of single-token
+     * sequences has none) */
+    bool use_attn = !dec || (!fa && long_possible);
     a.only = fa ? 1 : dec ? 2 : 0;
     a.minq = FA_MIN_Q;
     a.merge_skip_long = fa;
