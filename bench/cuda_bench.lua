@@ -69,7 +69,8 @@ for spec in models:gmatch("[^,]+") do
   local dir, fmt = spec:match("^(.-):(%a+)$")
   dir = dir or spec
   local t0 = now()
-  local m = assert(model.load(dir, { load_format = fmt or "auto", dtype = opts.dtype }))
+  local m = assert(model.load(dir, { load_format = fmt or "auto", dtype = opts.dtype,
+    dummy_on_device = backend == "cuda" }))
   local load_s = now() - t0
   local c = m.config
   local name = dir:match("([^/]+)/*$")

@@ -352,6 +352,32 @@ int gemv(const lunar_cuda_be_segs_t &out, const T *x, const T *W, int rows, int 
     return (int)cudaGetLastError();
 }
 
+/* --load-format dummy made on the device: model/dummy.c's values (lunar_model_dummy_params),
+ * bit for bit (the f32 arithmetic is exact up to the one product by scale, then one rounding
+ * to nearest even as the host's conversion), without 16 GB of host memory and its copy. */
+__device__ __forceinline__ uint64_t splitmix64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+template <typename T>
+__global__ void k_be_dummy_fill(T *dst, uint64_t h, size_t n, float scale, int is_norm)
+{
+    for (size_t g = (size_t)blockIdx.x * blockDim.x + threadIdx.x; g * 4 < n; g += (size_t)gridDim.x * blockDim.x) {
+        uint64_t r = splitmix64(h + g);
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            size_t i = g * 4 + q;
+            if (i >= n) break;
+            float u = __fsub_rn(__fmul_rn((float)((r >> (16 * q)) & 0xffff) + 0.5f, 2.0f / 65536.0f), 1.0f);
+            st(&dst[i], is_norm ? 1.0f : __fmul_rn(u, scale));
+        }
+    }
+}
+
 int launched(void) { return (int)cudaGetLastError(); }
 
 int grid_for(long n, int threads)
@@ -491,4 +517,13 @@ extern "C" int lunar_cuda_be_gemv(const lunar_cuda_be_segs_t *out, int y_f32, co
                      : gemv<A, A>(*out, (const A *)x, (const A *)W, rows, N, K, s);
     }
     return LUNAR_CUDA_BE_EARG;
+}
+
+extern "C" int lunar_cuda_be_dummy_fill(void *dst, lunar_dtype_t dt, uint64_t hash, size_t n, float scale, int is_norm,
+                                        void *stream)
+{
+    if (!n) return 0;
+    DISPATCH(dt, (k_be_dummy_fill<A><<<grid_for((long)((n + 3) / 4), 256), 256, 0, S(stream)>>>((A *)dst, hash, n, scale,
+                                                                                                is_norm)));
+    return launched();
 }

@@ -63,6 +63,9 @@ int lunar_cuda_be_split_cols(const lunar_cuda_be_segs_t *out, const void *src, i
 #define LUNAR_CUDA_BE_GEMV_ROWS 4
 int lunar_cuda_be_gemv(const lunar_cuda_be_segs_t *out, int y_f32, const void *x, const void *W, int rows, int K,
                        lunar_dtype_t dt, void *stream);
+/* n elements of a dummy tensor (lunar_model_dummy_params' generator) in dt at dst. */
+int lunar_cuda_be_dummy_fill(void *dst, lunar_dtype_t dt, uint64_t hash, size_t n, float scale, int is_norm,
+                             void *stream);
 /* dst[i] = src[idx[i]] for n rows of `dim` elements of dt. */
 int lunar_cuda_be_gather_rows(void *dst, const void *src, const int32_t *idx, int n, int dim, lunar_dtype_t dt,
                               void *stream);

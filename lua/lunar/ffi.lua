@@ -137,9 +137,16 @@ typedef struct lunar_load_options {
     const char *load_format;
     uint64_t seed;
     int config_only;
+    int dummy_on_device;
 } lunar_load_options_t;
 
 const char *lunar_model_resolve_dtype(const char *flag, const lunar_model_config_t *c, int on_gpu);
+typedef struct lunar_dummy_params {
+    uint64_t hash;
+    float scale;
+    int is_norm;
+} lunar_dummy_params_t;
+int lunar_model_dummy_params(const lunar_model_t *m, const lunar_tensor_t *t, lunar_dummy_params_t *p);
 
 int lunar_model_load(const char *dir, const lunar_load_options_t *opts, lunar_model_t **out);
 void lunar_model_free(lunar_model_t *m);

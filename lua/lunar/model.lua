@@ -75,7 +75,9 @@ end
 local Model = {}
 Model.__index = Model
 
--- load(dir, {dtype=, load_format=, seed=, config_only=}) -> model | nil, err
+-- load(dir, {dtype=, load_format=, seed=, config_only=, dummy_on_device=}) -> model | nil, err
+-- dummy_on_device: with load_format "dummy", the matrices are left for a GPU backend to make in
+-- place (no host copy; a CPU runner refuses such a model).
 function M.load(dir, opts)
   opts = opts or {}
   local o = ffi.new("lunar_load_options_t")
@@ -83,6 +85,7 @@ function M.load(dir, opts)
   o.load_format = opts.load_format
   o.seed = opts.seed or 0
   o.config_only = opts.config_only and 1 or 0
+  o.dummy_on_device = opts.dummy_on_device and 1 or 0
   local out = ffi.new("lunar_model_t *[1]")
   local ok, err = lffi.check(C.lunar_model_load(dir, o, out))
   if not ok then return nil, err end

@@ -56,7 +56,18 @@ static void cpu_copy(lunar_backend_t *be, void *dst, const void *src, size_t byt
     (void)be;
     if (dst != src && bytes) memcpy(dst, src, bytes);
 }
-static int cpu_prepare(lunar_backend_t *be, const lunar_model_t *m) { (void)be, (void)m; return 0; }
+/* The CPU reads the host tensors in place; a model whose dummy matrices were left for a GPU to
+ * make (dummy_on_device) has none to read. */
+static int cpu_prepare(lunar_backend_t *be, const lunar_model_t *m)
+{
+    (void)be;
+    lunar_dummy_params_t p;
+    for (int i = 0; i < lunar_model_tensor_count(m); i++)
+        if (lunar_model_dummy_params(m, lunar_model_tensor(m, i), &p))
+            return lunar_error(LUNAR_EINVAL, "cpu backend: tensor %s has no host data (dummy weights made on the "
+                               "GPU); load without dummy_on_device to run on the CPU", lunar_model_tensor(m, i)->name);
+    return 0;
+}
 static int cpu_end_step(lunar_backend_t *be) { (void)be; return 0; }
 
 static int cpu_begin_step(lunar_backend_t *be, const lunar_batch_t *b)

@@ -47,6 +47,7 @@ typedef struct cuda_backend {
     dev_weight_t *w;      /* uploaded matrices, looked up by host tensor */
     int nw, capw;
     size_t weight_bytes;
+    const lunar_model_t *model; /* the one prepare() uploaded (its dummy tensors' generators) */
     size_t upload_total;  /* bytes prepare() will upload (the progress bar's 100%) */
     double upload_t0;
     int upload_pct;       /* last percentage drawn; -1: no bar (stderr not a terminal) */
@@ -321,7 +322,8 @@ static int upload_group(cuda_backend_t *c, const lunar_tensor_t *const *ts, int 
         if (t->dtype != c->be.act_dtype)
             return lunar_error(LUNAR_EUNSUPPORTED, "cuda backend: tensor %s is %s, the model runs in %s", t->name,
                                lunar_dtype_name(t->dtype), lunar_dtype_name(c->be.act_dtype));
-        if (!t->data)
+        lunar_dummy_params_t dp;
+        if (!t->data && !lunar_model_dummy_params(c->model, t, &dp))
             return lunar_error(LUNAR_EINVAL, "cuda backend: tensor %s has no data (a config-only load?)", t->name);
         total += (t->nbytes + 255) & ~(size_t)255, count++;
     }
@@ -347,7 +349,16 @@ static int upload_group(cuda_backend_t *c, const lunar_tensor_t *const *ts, int 
     for (int i = 0; i < n; i++) {
         const lunar_tensor_t *t = ts[i];
         if (!t || find_weight(c, t)) continue;
-        cudaError_t e = cudaMemcpy(d + off, t->data, t->nbytes, cudaMemcpyHostToDevice);
+        lunar_dummy_params_t dp;
+        cudaError_t e = cudaSuccess;
+        if (t->data) {
+            e = cudaMemcpy(d + off, t->data, t->nbytes, cudaMemcpyHostToDevice);
+        } else if (lunar_model_dummy_params(c->model, t, &dp)) { /* made here, not uploaded */
+            int rc = lunar_cuda_be_dummy_fill(d + off, t->dtype, dp.hash, t->nbytes / lunar_dtype_size(t->dtype),
+                                              dp.scale, dp.is_norm, c->stream);
+            e = rc == LUNAR_CUDA_BE_EARG ? cudaErrorInvalidValue : (cudaError_t)rc;
+            if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
+        }
         if (e != cudaSuccess) {
             if (first) cudaFree(d);
             return lunar_error(LUNAR_EDEVICE, "cuda backend: uploading %s: %s", t->name, cudaGetErrorString(e));
@@ -500,6 +511,7 @@ static int cuda_prepare(lunar_backend_t *be, const lunar_model_t *m)
         for (int i = 0; i < 7; i++) c->upload_total += mats[i] ? mats[i]->nbytes : 0;
     }
     c->upload_pct = isatty(2) && lunar_log_get_level() <= LUNAR_LOG_INFO ? 0 : -1;
+    c->model = m;
     c->upload_t0 = now_s();
     int rc = upload(c, w->embed);
     if (!rc) rc = upload(c, w->lm_head);

@@ -25,7 +25,22 @@ static uint64_t splitmix64(uint64_t x)
     return x ^ (x >> 31);
 }
 
-typedef struct { lunar_model_t *m; uint64_t seed; bool fill; } dctx_t;
+typedef struct { lunar_model_t *m; uint64_t seed; bool fill, defer; } dctx_t;
+
+/* The per-tensor stream of (seed, name): FNV-1a over the name from a seed-dependent start. */
+static uint64_t tensor_hash(uint64_t seed, const char *name)
+{
+    uint64_t h = seed ^ 0x6c756e6172ull;
+    for (const char *s = name; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+int lunar_model_dummy_params(const lunar_model_t *m, const lunar_tensor_t *t, lunar_dummy_params_t *p)
+{
+    if (!m || !t || !m->dummy_deferred || t->data || t->ndim != 2) return 0;
+    *p = (lunar_dummy_params_t){tensor_hash(m->dummy_seed, t->name), 1.0f / sqrtf((float)t->shape[1]), 0};
+    return 1;
+}
 
 /* One tensor's fill job, split by element ranges across threads. Element i's value depends
  * only on (h, i): each 64-bit hash of i/4 yields four 16-bit uniforms, so the values do not
@@ -66,7 +81,7 @@ static int add_dummy(void *ctx, const arch_tensor_t *t)
     lunar_dtype_t dt = m->dtype;
     int i = model_add_tensor(m, t->name, dt, t->ndim, t->shape, NULL, m->dir);
     if (i < 0) return i;
-    if (!d->fill) return 0;
+    if (!d->fill || (d->defer && t->ndim == 2)) return 0; /* deferred: lunar_model_dummy_params */
     lunar_tensor_t *T = &m->tensors[i];
     size_t n = T->nbytes / lunar_dtype_size(dt);
     void *buf = malloc(T->nbytes ? T->nbytes : 1);
@@ -75,8 +90,7 @@ static int add_dummy(void *ctx, const arch_tensor_t *t)
         return lunar_error(LUNAR_ENOMEM, "%s: tensor %s: no memory for %zu dummy bytes", m->dir, t->name, T->nbytes);
     }
     T->data = buf;
-    uint64_t h = d->seed ^ 0x6c756e6172ull;
-    for (const char *s = t->name; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    uint64_t h = tensor_hash(d->seed, t->name);
     fill_t base = { buf, dt, h, 0, n, t->ndim == 1 && strstr(t->name, "norm") != NULL,
                     t->ndim == 2 ? 1.0f / sqrtf((float)t->shape[1]) : 0.02f };
     /* big tensors are filled by up to 16 threads (an 8B model is ~8e9 values) */
@@ -100,8 +114,10 @@ static int add_dummy(void *ctx, const arch_tensor_t *t)
     return 0;
 }
 
-int dummy_load(lunar_model_t *m, uint64_t seed, bool fill)
+int dummy_load(lunar_model_t *m, uint64_t seed, bool fill, bool matrices_on_device)
 {
-    dctx_t d = { m, seed, fill };
+    dctx_t d = { m, seed, fill, fill && matrices_on_device };
+    m->dummy_seed = seed;
+    m->dummy_deferred = d.defer;
     return arch_expected(&m->cfg, add_dummy, &d);
 }

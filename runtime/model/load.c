@@ -339,7 +339,7 @@ int lunar_model_load(const char *dir, const lunar_load_options_t *opts, lunar_mo
     if (!rc) {
         if (strcmp(format, "dummy") == 0) {
             m->format = "dummy";
-            rc = dummy_load(m, o.seed, !o.config_only);
+            rc = dummy_load(m, o.seed, !o.config_only, o.dummy_on_device != 0);
         } else {
             rc = load_weights(m, format);
         }

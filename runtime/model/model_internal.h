@@ -28,6 +28,8 @@ struct lunar_model {
     lunar_model_config_t cfg;
     char *dir;
     const char *format;          /* "safetensors", "pt", "dummy" (static strings) */
+    uint64_t dummy_seed;         /* dummy: the seed; dummy_deferred: matrices left to the device */
+    bool dummy_deferred;
     lunar_dtype_t dtype;         /* weights' dtype after --dtype */
 
     lunar_tensor_t *tensors;     /* every tensor, in file order */
@@ -112,6 +114,6 @@ int arch_params(const lunar_model_config_t *c, arch_param_fn fn, void *ctx);
 int64_t arch_shard_numel(const lunar_model_config_t *c, const void *row, int tp);
 
 /* dummy.c: the expected tensors with deterministic random data (or none when !fill). */
-int dummy_load(lunar_model_t *m, uint64_t seed, bool fill);
+int dummy_load(lunar_model_t *m, uint64_t seed, bool fill, bool matrices_on_device);
 
 #endif

@@ -72,7 +72,7 @@ static int argmax(const float *v, int n)
 /* The model in `dir` as `dtype` (NULL: the checkpoint's), or NULL after a failed check. */
 static lunar_model_t *load(const char *dir, const char *dtype)
 {
-    lunar_load_options_t o = {dtype, NULL, 0, 0};
+    lunar_load_options_t o = {dtype, NULL, 0, 0, 0};
     lunar_model_t *m = NULL;
     int rc = lunar_model_load(dir, &o, &m);
     CHECK_MSG(rc == 0, "load %s as %s: %s", dir, dtype ? dtype : "auto", lunar_errmsg());

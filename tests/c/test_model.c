@@ -492,6 +492,54 @@ static void test_dummy_weights_are_deterministic(void)
     lunar_model_free(b);
 }
 
+static uint64_t splitmix64_ref(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+/* dummy_on_device leaves the matrices without data and publishes their generator, which
+ * reproduces every element the host makes (what a GPU fills in is checked against this
+ * formula's host output by tests/gpu/test_backend_cuda.c). */
+static void test_dummy_on_device_publishes_the_host_generator(void)
+{
+    char *dir = mkmodel("dummy_dev", TINY_CFG("LlamaForCausalLM", "llama", ""));
+    lunar_load_options_t o = { .load_format = "dummy", .seed = 9, .dtype = "float32" };
+    lunar_model_t *host = NULL, *dev = NULL;
+    CHECK_EQ_INT(lunar_model_load(dir, &o, &host), 0);
+    o.dummy_on_device = 1;
+    CHECK_EQ_INT(lunar_model_load(dir, &o, &dev), 0);
+    if (!host || !dev) return;
+    int n = lunar_model_tensor_count(dev), matrices = 0;
+    for (int i = 0; i < n; i++) {
+        const lunar_tensor_t *t = lunar_model_tensor(dev, i), *h = lunar_model_tensor(host, i);
+        lunar_dummy_params_t p;
+        int deferred = lunar_model_dummy_params(dev, t, &p);
+        CHECK_EQ_INT(deferred, t->ndim == 2);
+        CHECK_EQ_INT(lunar_model_dummy_params(host, h, &p) == 0 || !deferred, 1);
+        if (!deferred) {
+            CHECK(t->data != NULL && memcmp(t->data, h->data, t->nbytes) == 0);
+            continue;
+        }
+        lunar_model_dummy_params(dev, t, &p);
+        CHECK(t->data == NULL);
+        matrices++;
+        size_t ne = t->nbytes / 4, bad = 0;
+        for (size_t e = 0; e < ne; e++) {
+            uint64_t r = splitmix64_ref(p.hash + e / 4);
+            float u = ((float)((r >> (16 * (e % 4))) & 0xffff) + 0.5f) * (2.0f / 65536.0f) - 1.0f;
+            float v = p.is_norm ? 1.0f : u * p.scale;
+            if (memcmp(&v, (const float *)h->data + e, 4)) bad++;
+        }
+        CHECK_MSG(bad == 0, "%s: %zu of %zu elements differ from the published generator", t->name, bad, ne);
+    }
+    CHECK(matrices > 0);
+    lunar_model_free(host);
+    lunar_model_free(dev);
+}
+
 /* Builds a safetensors buffer from a header string and `data` zero bytes. */
 static size_t st_buf(unsigned char *buf, const char *hdr, size_t data)
 {
@@ -928,6 +976,7 @@ int main(void)
     test_baichuan2_head_is_normalized();
     test_bad_folders_give_one_line_errors();
     test_dummy_weights_are_deterministic();
+    test_dummy_on_device_publishes_the_host_generator();
     test_hostile_safetensors_headers_are_named();
     test_transformers5_rope_parameters();
     test_mutated_safetensors_headers_never_crash();

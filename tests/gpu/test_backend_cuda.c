@@ -297,6 +297,55 @@ static void check_graphs(const char *name)
     lunar_model_free(m);
 }
 
+/* --load-format dummy with the matrices made on the GPU (dummy_on_device) gives the same model
+ * as the host's dummy weights uploaded: the same logits, bit for bit, over a prefill and a few
+ * decode steps, in bf16 and f16 (the generator's rounding includes f16 subnormals). */
+static void check_dummy_on_device(const char *dtype)
+{
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/models/TinyStories-656K", getenv("LUNAR_SHARED") ? getenv("LUNAR_SHARED") : "../shared");
+    lunar_model_t *m[2] = {NULL, NULL};
+    for (int k = 0; k < 2; k++) {
+        lunar_load_options_t o = {.dtype = dtype, .load_format = "dummy", .seed = 11, .dummy_on_device = k};
+        CHECK_MSG(lunar_model_load(dir, &o, &m[k]) == 0, "dummy load (%s, on device %d): %s", dtype, k,
+                  lunar_errmsg());
+    }
+    if (m[0] && m[1]) {
+        const lunar_weights_t *w = lunar_model_weights(m[1]);
+        lunar_dummy_params_t p;
+        CHECK_MSG(w->layers[0].wq->data == NULL && lunar_model_dummy_params(m[1], w->layers[0].wq, &p),
+                  "dummy_on_device leaves the matrices to the device");
+        CHECK_MSG(w->final_norm->data != NULL && !lunar_model_dummy_params(m[1], w->final_norm, &p),
+                  "dummy_on_device makes 1-D tensors on the host");
+        int V = lunar_model_config(m[0])->vocab_size, n0 = 7, steps = 6;
+        float *out[2] = {malloc(sizeof(float) * V * steps), malloc(sizeof(float) * V * steps)};
+        for (int k = 0; k < 2; k++) {
+            lunar_runner_t *r = make_runner(m[k], "cuda");
+            if (!r) break;
+            int32_t ids[64] = {1, 403, 407, 261, 378, 90, 17};
+            CHECK_EQ_INT(step(r, ids, 0, n0, 0, out[k]), 0);
+            for (int i = 0; i < steps - 1; i++) {
+                ids[n0 + i] = argmax(out[k] + (size_t)i * V, V);
+                CHECK_EQ_INT(step(r, ids, n0 + i, n0 + i + 1, 0, out[k] + (size_t)(i + 1) * V), 0);
+            }
+            lunar_runner_free(r);
+        }
+        CHECK_MSG(memcmp(out[0], out[1], sizeof(float) * V * steps) == 0,
+                  "%s: dummy weights made on the GPU give other logits than the host's", dtype);
+        printf("dummy weights made on the GPU (%s): %d steps' logits equal the host-made weights' bit for bit\n",
+               dtype, steps);
+        lunar_backend_params_t bp = {1, 1024, 64, 64, 0, 1};
+        lunar_backend_t *cpu = NULL;
+        CHECK_EQ_INT(lunar_backend_create("cpu", &bp, &cpu), 0);
+        if (cpu) {
+            CHECK_MSG(cpu->prepare(cpu, m[1]) != 0, "the CPU backend refuses matrices left to the GPU");
+            cpu->free(cpu);
+        }
+        free(out[0]), free(out[1]);
+    }
+    lunar_model_free(m[0]), lunar_model_free(m[1]);
+}
+
 /* The mixed batches again with the plain attention kernel (head_dims not a multiple of 8 use
  * it instead of kernels/attention.cu; the models here would not reach it otherwise). */
 static void check_generic_attention(const char *name)
@@ -333,5 +382,7 @@ int main(void)
     check_graphs("TinyStories-656K");
     check_gemm_bf16("TinyStories-656K");
     check_gemm_bf16("stories260K");
+    check_dummy_on_device("bfloat16");
+    check_dummy_on_device("float16");
     return CHECK_DONE();
 }

@@ -438,7 +438,7 @@ static void run_mode(lunar_dtype_t dt, const char *dtype)
     const char *src = getenv("LUNAR_SRC");
     snprintf(dir, sizeof dir, "%s/tests/fixtures/runner/llama_gqa_tied", src ? src : ".");
     mode = dt, mode_name = dt == LUNAR_DTYPE_F32 ? "f32" : dt == LUNAR_DTYPE_BF16 ? "bf16" : "f16";
-    lunar_load_options_t lo = {dtype, NULL, 0, 0};
+    lunar_load_options_t lo = {dtype, NULL, 0, 0, 0};
     lunar_model_t *m = NULL;
     int rc = lunar_model_load(dir, &lo, &m);
     CHECK_MSG(rc == 0, "load the fixture model as %s: %s", dtype, lunar_errmsg());

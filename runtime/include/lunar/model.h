@@ -134,6 +134,9 @@ typedef struct lunar_load_options {
     int config_only;          /* parse config.json and list tensors; no dtype conversion and
                                * no dummy data (tensor data NULL for dummy; files stay mapped
                                * lazily, so no weight byte is read) */
+    int dummy_on_device;      /* --load-format dummy: leave the matrices (2-D tensors) without
+                               * host data for a GPU backend to generate in place (see
+                               * lunar_model_dummy_params); 1-D tensors are still made here */
 } lunar_load_options_t;
 
 /* The dtype to pass as lunar_load_options_t.dtype for a --dtype flag: "auto" is the config's
@@ -158,6 +161,18 @@ lunar_dtype_t lunar_model_dtype(const lunar_model_t *m);
  * size in bytes, for `lunar inspect`. NULL past the end. */
 int lunar_model_file_count(const lunar_model_t *m);
 const char *lunar_model_file(const lunar_model_t *m, int i, uint64_t *size);
+/* A dummy tensor's generator (model/dummy.c): element i is, in f32, 1 for a norm weight, else
+ * u * scale with u = ((r >> 16 (i % 4)) & 0xffff) + 0.5) * 2^-15 - 1 and
+ * r = splitmix64(hash + i / 4), then rounded to the tensor's dtype (nearest even). */
+typedef struct lunar_dummy_params {
+    uint64_t hash;
+    float scale;
+    int is_norm;
+} lunar_dummy_params_t;
+/* 1 and *p for a tensor loaded with dummy_on_device and left without data (a device fills it
+ * with the values the host would have made); 0 for every other tensor. */
+int lunar_model_dummy_params(const lunar_model_t *m, const lunar_tensor_t *t, lunar_dummy_params_t *p);
+
 /* "safetensors", "pt" or "dummy": where the weights came from. Static string. */
 const char *lunar_model_format(const lunar_model_t *m);
 
