@@ -88,6 +88,7 @@ static void check_blas(cuda_backend_t *c, const char *op, cublasStatus_t st)
 }
 
 static void graph_flush(cuda_backend_t *c);
+static void graph_drop_all(cuda_backend_t *c);
 
 static void cuda_free_all(lunar_backend_t *be)
 {
@@ -133,6 +134,8 @@ static void cuda_dealloc(lunar_backend_t *be, void *p)
 {
     graph_flush(CB(be));
     cudaStreamSynchronize(CB(be)->stream);
+    /* a graph may read p (the KV cache a resize frees): none survives it (backend.h) */
+    graph_drop_all(CB(be));
     cudaFree(p);
 }
 
@@ -218,6 +221,7 @@ static int cuda_prepare(lunar_backend_t *be, const lunar_model_t *m)
         for (size_t i = 0; i < sizeof mats / sizeof *mats && !rc; i++) rc = upload(c, mats[i]);
     }
     if (rc) return rc;
+    be->weight_bytes = c->weight_bytes;
     c->gather = cuda_alloc(be, (size_t)c->max_tokens * c->max_k * lunar_dtype_size(dt));
     if (!c->gather) return lunar_error(LUNAR_ENOMEM, "cuda backend: out of GPU memory for the logits scratch");
     lunar_log(LUNAR_LOG_INFO, "cuda", "weights: %.2f GiB in %d tensors (%s)", c->weight_bytes / 1073741824.0, c->nw,
@@ -525,6 +529,7 @@ int lunar_backend_cuda_create(const lunar_backend_params_t *p, lunar_backend_t *
     c->gemv = !(g && !strcmp(g, "0"));
     const char *gr = getenv("LUNAR_CUDA_GRAPHS");
     c->graphs_on = !p->enforce_eager && !(gr && !strcmp(gr, "0"));
+    c->be.graph_max_tokens = c->graphs_on ? GRAPH_MAX_TOKENS : 0;
     const char *a = getenv("LUNAR_CUDA_ATTN");
     c->attn_generic = a && !strcmp(a, "generic");
     cudaError_t e = cudaSetDevice(c->device);

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lunar.h"
 #include "core/error.h"
 #include "backend/backend.h"
 #include "runner/rope.h"
@@ -48,6 +49,13 @@ struct lunar_runner {
     float *logits;                  /* [max_num_seqs][vocab] f32 when backend memory is not host */
     float *cs_host, *dyn_freq;      /* host staging of the RoPE table */
     uint64_t tokens;
+
+    /* the memory breakdown (lunar_runner_memory): exact counts, and device deltas */
+    uint64_t weight_bytes, act_bytes;  /* the weights as held; the runner's step buffers */
+    uint64_t prep_scratch;             /* device: what prepare() took beyond the weights */
+    uint64_t prof_growth, prof_graphs; /* device: what the profiling steps added, graph step apart */
+    uint64_t prof_other;               /* device: the residual at the profile's end */
+    int prof_tokens, prof_seqs, prof_graph_seqs, profiled;
 };
 
 void lunar_runner_options_default(lunar_runner_options_t *o)
@@ -92,17 +100,46 @@ static void *xcalloc(size_t n, size_t sz, int *err)
     return p;
 }
 
-/* Zeroed backend memory. */
-static void *balloc(lunar_backend_t *be, size_t n, size_t sz, int *err)
-{
-    void *p = *err ? NULL : be->alloc(be, (n ? n : 1) * sz);
-    if (!p) *err = 1;
-    return p;
-}
-
 static void bfree(lunar_backend_t *be, void *p)
 {
     if (p) be->dealloc(be, p);
+}
+
+/* Zeroed backend memory for a step buffer, counted as activations. */
+static void *balloc(lunar_runner_t *r, size_t n, size_t sz, int *err)
+{
+    void *p = *err ? NULL : r->be->alloc(r->be, (n ? n : 1) * sz);
+    if (!p) *err = 1;
+    else r->act_bytes += (n ? n : 1) * sz;
+    return p;
+}
+
+/* Bytes in use on the runner's device by every process (GPU 0, as the backend), or 0 when
+ * backend memory is host memory or the device cannot be read. */
+static uint64_t device_used(const lunar_runner_t *r, uint64_t *total)
+{
+    lunar_device_info_t di;
+    if (total) *total = 0;
+    if (r->be->host_memory || lunar_device_get_info(0, &di) != 0) return 0;
+    if (total) *total = di.total_bytes;
+    return di.total_bytes - di.free_bytes;
+}
+
+/* Both KV caches for n blocks (every layer; see lunar/runner.h), or -1 with none allocated. */
+static int kv_alloc(lunar_runner_t *r, int n)
+{
+    lunar_backend_t *be = r->be;
+    size_t L = (size_t)r->c->num_layers;
+    r->layer_bytes = (size_t)n * r->o.block_size * r->c->num_kv_heads * r->c->head_dim * lunar_dtype_size(be->kv_dtype);
+    r->kcache = be->alloc(be, r->layer_bytes * L);
+    r->vcache = r->kcache ? be->alloc(be, r->layer_bytes * L) : NULL;
+    if (!r->vcache) {
+        bfree(be, r->kcache);
+        r->kcache = NULL, r->layer_bytes = 0, r->o.num_kv_blocks = 0;
+        return -1;
+    }
+    r->o.num_kv_blocks = n;
+    return 0;
 }
 
 int lunar_runner_create(const lunar_model_t *m, const lunar_runner_options_t *opt, lunar_runner_t **out)
@@ -137,8 +174,14 @@ int lunar_runner_create(const lunar_model_t *m, const lunar_runner_options_t *op
     if (rc) { free(r); return rc; }
     lunar_backend_t *be = r->be;
     r->o.backend = be->name;
+    uint64_t used0 = device_used(r, NULL);
     rc = be->prepare(be, m);
     if (rc) { be->free(be); free(r); return rc; }
+    r->weight_bytes = be->weight_bytes;
+    if (!r->weight_bytes) /* read in place: the model's host tensors */
+        for (int i = 0; i < lunar_model_tensor_count(m); i++) r->weight_bytes += lunar_model_tensor(m, i)->nbytes;
+    uint64_t used1 = device_used(r, NULL);
+    if (used1 > used0 + r->weight_bytes) r->prep_scratch = used1 - used0 - r->weight_bytes;
 
     int err = 0;
     r->lv = xcalloc((size_t)L, sizeof *r->lv, &err);
@@ -162,23 +205,21 @@ int lunar_runner_create(const lunar_model_t *m, const lunar_runner_options_t *op
 
     /* The KV cache is reserved (resident) at start-up, as on a GPU: memory use is what
      * `lunar memory` says from the first request on, not creeping up as blocks are reached. */
-    size_t kvsz = lunar_dtype_size(be->kv_dtype), asz = lunar_dtype_size(be->act_dtype);
-    r->layer_bytes = (size_t)opt->num_kv_blocks * opt->block_size * nk * hd * kvsz;
-    r->kcache = balloc(be, r->layer_bytes, (size_t)L, &err);
-    r->vcache = balloc(be, r->layer_bytes, (size_t)L, &err);
+    size_t asz = lunar_dtype_size(be->act_dtype);
+    if (!err && kv_alloc(r, opt->num_kv_blocks)) err = 1;
 
     int wide = H > nq * hd ? H : nq * hd;
-    r->x = balloc(be, (size_t)T * H, asz, &err);
-    r->xn = balloc(be, (size_t)T * wide, asz, &err);
-    r->q = balloc(be, (size_t)T * nq * hd, asz, &err);
-    r->k = balloc(be, (size_t)T * nk * hd, asz, &err);
-    r->v = balloc(be, (size_t)T * nk * hd, asz, &err);
-    r->att = balloc(be, (size_t)T * nq * hd, asz, &err);
-    r->proj = balloc(be, (size_t)T * H, asz, &err);
-    r->gate = balloc(be, (size_t)T * I, asz, &err);
-    r->up = balloc(be, (size_t)T * I, asz, &err);
-    r->cs = balloc(be, (size_t)T * r->rot, sizeof(float), &err);
-    if (!be->host_memory) r->logits = balloc(be, (size_t)opt->max_num_seqs * c->vocab_size, sizeof(float), &err);
+    r->x = balloc(r, (size_t)T * H, asz, &err);
+    r->xn = balloc(r, (size_t)T * wide, asz, &err);
+    r->q = balloc(r, (size_t)T * nq * hd, asz, &err);
+    r->k = balloc(r, (size_t)T * nk * hd, asz, &err);
+    r->v = balloc(r, (size_t)T * nk * hd, asz, &err);
+    r->att = balloc(r, (size_t)T * nq * hd, asz, &err);
+    r->proj = balloc(r, (size_t)T * H, asz, &err);
+    r->gate = balloc(r, (size_t)T * I, asz, &err);
+    r->up = balloc(r, (size_t)T * I, asz, &err);
+    r->cs = balloc(r, (size_t)T * r->rot, sizeof(float), &err);
+    if (!be->host_memory) r->logits = balloc(r, (size_t)opt->max_num_seqs * c->vocab_size, sizeof(float), &err);
     r->dyn_freq = xcalloc((size_t)r->rot / 2 + 1, sizeof(float), &err);
     r->cs_host = xcalloc((size_t)T * r->rot, sizeof(float), &err);
     if (err) {
@@ -340,3 +381,146 @@ void lunar_runner_forward_iface(lunar_runner_t *r, lunar_forward_iface_t *out)
 }
 
 uint64_t lunar_runner_tokens_computed(const lunar_runner_t *r) { return r->tokens; }
+
+/* ---- memory: the start-up breakdown, the profiling forward, resizing the KV cache ---- */
+
+int lunar_runner_memory(const lunar_runner_t *r, lunar_runner_memory_t *out)
+{
+    if (!r || !out) return lunar_error(LUNAR_EINVAL, "lunar_runner_memory: NULL argument");
+    memset(out, 0, sizeof *out);
+    out->block_size = r->o.block_size;
+    out->num_kv_blocks = r->o.num_kv_blocks;
+    out->kv_bytes_per_token = 2ull * r->num_layers * r->c->num_kv_heads * r->c->head_dim * lunar_dtype_size(r->be->kv_dtype);
+    out->kv_cache = 2ull * r->num_layers * r->layer_bytes;
+    out->weights = r->weight_bytes;
+    out->activations = r->act_bytes + r->prep_scratch + r->prof_growth;
+    out->cuda_graphs = r->prof_graphs;
+    out->device_used = device_used(r, &out->device_total);
+    uint64_t known = out->weights + out->activations + out->cuda_graphs + out->kv_cache;
+    if (r->profiled) out->other = r->prof_other; /* graphs dropped by a resize are captured again */
+    else if (out->device_used > known) out->other = out->device_used - known;
+    out->profiled = r->profiled;
+    out->profile_tokens = r->prof_tokens;
+    out->profile_seqs = r->prof_seqs;
+    out->graph_seqs = r->prof_graph_seqs;
+    return 0;
+}
+
+/* A synthetic step of the profile, in buffers sized for its largest shape. */
+typedef struct pstep {
+    int32_t *tok, *pos, *qs, *lens, *bt, *li;
+    int64_t *slot;
+    float *logits;
+    int width;  /* block-table width: blocks of the longest sequence */
+} pstep_t;
+
+/* Sequence s of `nseq` holds len(s) tokens in blocks (first(s) + j) % num_kv_blocks and runs its
+ * last q tokens (q = 0: all of them). prefill: nseq sequences of L tokens but the last, which
+ * ends at `tokens` in all; decode: one token each, over bps blocks each when the cache has a
+ * block per sequence, else one shared block at distinct offsets, so no two tokens write one slot
+ * while the cache holds a slot per token. */
+static int pstep_run(lunar_runner_t *r, pstep_t *p, int nseq, int tokens, int L, int decode)
+{
+    int bs = r->o.block_size, nb = r->o.num_kv_blocks, V = r->c->vocab_size;
+    int bps = (L + bs - 1) / bs;
+    if (decode) bps = nb >= nseq ? (nb / nseq < bps ? nb / nseq : bps) : 1;
+    int T = 0;
+    p->qs[0] = 0;
+    for (int s = 0; s < nseq; s++) {
+        int len, first;
+        if (!decode) {
+            len = tokens - s * L < L ? tokens - s * L : L;
+            first = s * bps;
+        } else if (nb >= nseq) {
+            len = bps * bs < L ? bps * bs : L;
+            first = s * bps;
+        } else {
+            len = (s / nb) % bs + 1;
+            first = s % nb;
+        }
+        for (int j = 0; j < p->width; j++) p->bt[(size_t)s * p->width + j] = (first + (j < bps ? j : 0)) % nb;
+        for (int i = decode ? len - 1 : 0; i < len; i++, T++) {
+            p->tok[T] = (s + i) % V;
+            p->pos[T] = i;
+            p->slot[T] = (int64_t)p->bt[(size_t)s * p->width + i / bs] * bs + i % bs;
+        }
+        p->qs[s + 1] = T;
+        p->lens[s] = len;
+        p->li[s] = T - 1;
+    }
+    lunar_batch_t b = {T, nseq, p->tok, p->pos, p->slot, p->qs, p->lens, p->bt, p->width, p->li, nseq};
+    return lunar_runner_forward(r, &b, p->logits);
+}
+
+int lunar_runner_profile(lunar_runner_t *r, int max_seq_len, lunar_runner_memory_t *out)
+{
+    if (!r) return lunar_error(LUNAR_EINVAL, "lunar_runner_profile: NULL runner");
+    int T = r->o.max_num_batched_tokens, S = r->o.max_num_seqs, bs = r->o.block_size;
+    int cap = r->o.num_kv_blocks * bs;
+    int L = T;
+    if (max_seq_len > 0 && max_seq_len < L) L = max_seq_len;
+    if (cap < L) L = cap;
+    int nseq = (T + L - 1) / L;
+    if (nseq > S) nseq = S;
+    int tokens = (int64_t)nseq * L < T ? nseq * L : T;
+    int G = r->be->graph_max_tokens < S ? r->be->graph_max_tokens : S;
+
+    int maxT = tokens > S ? tokens : S, maxS = nseq > S ? nseq : S;
+    pstep_t p = {0};
+    p.width = (L + bs - 1) / bs;
+    p.tok = calloc((size_t)maxT, sizeof *p.tok);
+    p.pos = calloc((size_t)maxT, sizeof *p.pos);
+    p.slot = calloc((size_t)maxT, sizeof *p.slot);
+    p.qs = calloc((size_t)maxS + 1, sizeof *p.qs);
+    p.lens = calloc((size_t)maxS, sizeof *p.lens);
+    p.li = calloc((size_t)maxS, sizeof *p.li);
+    p.bt = calloc((size_t)maxS * p.width, sizeof *p.bt);
+    p.logits = malloc((size_t)maxS * r->c->vocab_size * sizeof(float));
+    int rc = 0;
+    if (!p.tok || !p.pos || !p.slot || !p.qs || !p.lens || !p.li || !p.bt || !p.logits)
+        rc = lunar_error(LUNAR_ENOMEM, "runner: out of host memory for the profiling step");
+
+    /* the largest step, then the graph step (capture, replay), then a decode of max_num_seqs */
+    uint64_t tokens_before = r->tokens, growth = 0, graphs = 0;
+    uint64_t u0 = device_used(r, NULL), u1 = u0, u2 = u0;
+    if (!rc) rc = pstep_run(r, &p, nseq, tokens, L, 0);
+    if (!rc) u1 = device_used(r, NULL);
+    for (int i = 0; i < 2 && G > 0 && !rc; i++) rc = pstep_run(r, &p, G, G, L, 1);
+    if (!rc) u2 = device_used(r, NULL);
+    if (!rc && S != G) rc = pstep_run(r, &p, S, S, L, 1);
+    free(p.tok), free(p.pos), free(p.slot), free(p.qs), free(p.lens), free(p.li), free(p.bt), free(p.logits);
+    r->tokens = tokens_before; /* not the engine's work */
+    if (rc) return rc;
+    uint64_t u3 = device_used(r, NULL);
+    growth = (u1 > u0 ? u1 - u0 : 0) + (u3 > u2 ? u3 - u2 : 0);
+    graphs = u2 > u1 ? u2 - u1 : 0;
+    r->prof_growth = growth;
+    r->prof_graphs = graphs;
+    r->prof_tokens = tokens;
+    r->prof_seqs = nseq;
+    r->prof_graph_seqs = G > 0 ? G : 0;
+    r->profiled = 0;
+    lunar_runner_memory_t m;
+    lunar_runner_memory(r, &m); /* the residual, once, as the profile left the device */
+    r->prof_other = m.other;
+    r->profiled = 1;
+    if (out) lunar_runner_memory(r, out);
+    return 0;
+}
+
+int lunar_runner_set_kv_blocks(lunar_runner_t *r, int num_kv_blocks)
+{
+    if (!r) return lunar_error(LUNAR_EINVAL, "lunar_runner_set_kv_blocks: NULL runner");
+    if (num_kv_blocks < 1) return lunar_error(LUNAR_EINVAL, "runner: num_kv_blocks %d (>= 1 needed)", num_kv_blocks);
+    int old = r->o.num_kv_blocks;
+    bfree(r->be, r->kcache), bfree(r->be, r->vcache); /* the backend drops graphs that read them */
+    r->kcache = r->vcache = NULL;
+    if (!kv_alloc(r, num_kv_blocks)) return 0;
+    uint64_t per_block = 2ull * r->num_layers * r->c->num_kv_heads * r->c->head_dim * r->o.block_size *
+                         lunar_dtype_size(r->be->kv_dtype);
+    int back = old > 0 && !kv_alloc(r, old);
+    return lunar_error(LUNAR_ENOMEM, "runner: out of %s memory for a KV cache of %d blocks (%.2f GiB)%s",
+                       r->be->host_memory ? "host" : "device", num_kv_blocks,
+                       (double)per_block * num_kv_blocks / 1073741824.0,
+                       back ? "; the previous size is kept" : "; the previous size could not be restored either");
+}
