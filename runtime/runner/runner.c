@@ -222,6 +222,13 @@ int lunar_runner_create(const lunar_model_t *m, const lunar_runner_options_t *op
     if (!be->host_memory) r->logits = balloc(r, (size_t)opt->max_num_seqs * c->vocab_size, sizeof(float), &err);
     r->dyn_freq = xcalloc((size_t)r->rot / 2 + 1, sizeof(float), &err);
     r->cs_host = xcalloc((size_t)T * r->rot, sizeof(float), &err);
+    if (!err) { /* what the device spent beyond the exact counts (allocator rounding) is workspace */
+        uint64_t used2 = device_used(r, NULL), counted = r->act_bytes + 2ull * L * r->layer_bytes;
+        if (used2 > used1 + counted) r->prep_scratch += used2 - used1 - counted;
+        lunar_log(LUNAR_LOG_DEBUG, "memory", "device in use: %llu B before the weights, %llu after, %llu after the "
+                  "KV cache and step buffers", (unsigned long long)used0, (unsigned long long)used1,
+                  (unsigned long long)used2);
+    }
     if (err) {
         lunar_runner_free(r);
         return lunar_error(LUNAR_ENOMEM, "runner: out of memory for a KV cache of %d blocks and %d-token steps",
@@ -414,13 +421,17 @@ typedef struct pstep {
     int width;  /* block-table width: blocks of the longest sequence */
 } pstep_t;
 
-/* Sequence s of `nseq` holds len(s) tokens in blocks (first(s) + j) % num_kv_blocks and runs its
- * last q tokens (q = 0: all of them). prefill: nseq sequences of L tokens but the last, which
- * ends at `tokens` in all; decode: one token each, over bps blocks each when the cache has a
- * block per sequence, else one shared block at distinct offsets, so no two tokens write one slot
- * while the cache holds a slot per token. */
-static int pstep_run(lunar_runner_t *r, pstep_t *p, int nseq, int tokens, int L, int decode)
+enum { P_PREFILL, P_DECODE, P_DECODE_ONE_ROW };
+
+/* Sequence s of `nseq` holds len(s) tokens in blocks (first(s) + j) % num_kv_blocks. P_PREFILL:
+ * nseq sequences of L tokens but the last, `tokens` in all, every token in the step; P_DECODE:
+ * the last token of each, over bps blocks each when the cache has a block per sequence, else
+ * one shared block at distinct offsets, so no two tokens write one slot while the cache holds a
+ * slot per token. Logits of every sequence's last token, or of the first sequence only with
+ * P_DECODE_ONE_ROW (a step the CUDA backend runs eagerly: its graphs need a row per token). */
+static int pstep_run(lunar_runner_t *r, pstep_t *p, int nseq, int tokens, int L, int kind)
 {
+    int decode = kind != P_PREFILL;
     int bs = r->o.block_size, nb = r->o.num_kv_blocks, V = r->c->vocab_size;
     int bps = (L + bs - 1) / bs;
     if (decode) bps = nb >= nseq ? (nb / nseq < bps ? nb / nseq : bps) : 1;
@@ -448,14 +459,16 @@ static int pstep_run(lunar_runner_t *r, pstep_t *p, int nseq, int tokens, int L,
         p->lens[s] = len;
         p->li[s] = T - 1;
     }
-    lunar_batch_t b = {T, nseq, p->tok, p->pos, p->slot, p->qs, p->lens, p->bt, p->width, p->li, nseq};
+    lunar_batch_t b = {T, nseq, p->tok, p->pos, p->slot, p->qs, p->lens, p->bt, p->width, p->li,
+                       kind == P_DECODE_ONE_ROW ? 1 : nseq};
     return lunar_runner_forward(r, &b, p->logits);
 }
 
 int lunar_runner_profile(lunar_runner_t *r, int max_seq_len, lunar_runner_memory_t *out)
 {
     if (!r) return lunar_error(LUNAR_EINVAL, "lunar_runner_profile: NULL runner");
-    int T = r->o.max_num_batched_tokens, S = r->o.max_num_seqs, bs = r->o.block_size;
+    int T = r->o.max_num_batched_tokens, bs = r->o.block_size;
+    int S = r->o.max_num_seqs < T ? r->o.max_num_seqs : T; /* a decode step is a step too */
     int cap = r->o.num_kv_blocks * bs;
     int L = T;
     if (max_seq_len > 0 && max_seq_len < L) L = max_seq_len;
@@ -480,18 +493,24 @@ int lunar_runner_profile(lunar_runner_t *r, int max_seq_len, lunar_runner_memory
     if (!p.tok || !p.pos || !p.slot || !p.qs || !p.lens || !p.li || !p.bt || !p.logits)
         rc = lunar_error(LUNAR_ENOMEM, "runner: out of host memory for the profiling step");
 
-    /* the largest step, then the graph step (capture, replay), then a decode of max_num_seqs */
+    /* the largest step and an eager decode of max_num_seqs (what they create lazily is
+     * workspace), the graph step twice (capture, replay: what it adds is the graph's), then a
+     * decode of max_num_seqs with all its logits rows when the graph step was not that */
     uint64_t tokens_before = r->tokens, growth = 0, graphs = 0;
     uint64_t u0 = device_used(r, NULL), u1 = u0, u2 = u0;
-    if (!rc) rc = pstep_run(r, &p, nseq, tokens, L, 0);
+    if (!rc) rc = pstep_run(r, &p, nseq, tokens, L, P_PREFILL);
+    if (!rc) rc = pstep_run(r, &p, S, S, L, P_DECODE_ONE_ROW);
     if (!rc) u1 = device_used(r, NULL);
-    for (int i = 0; i < 2 && G > 0 && !rc; i++) rc = pstep_run(r, &p, G, G, L, 1);
+    for (int i = 0; i < 2 && G > 0 && !rc; i++) rc = pstep_run(r, &p, G, G, L, P_DECODE);
     if (!rc) u2 = device_used(r, NULL);
-    if (!rc && S != G) rc = pstep_run(r, &p, S, S, L, 1);
+    if (!rc && S != G) rc = pstep_run(r, &p, S, S, L, P_DECODE);
     free(p.tok), free(p.pos), free(p.slot), free(p.qs), free(p.lens), free(p.li), free(p.bt), free(p.logits);
     r->tokens = tokens_before; /* not the engine's work */
     if (rc) return rc;
     uint64_t u3 = device_used(r, NULL);
+    lunar_log(LUNAR_LOG_DEBUG, "memory", "profile: device in use %llu B before, %llu after the %d-token step and an "
+              "eager decode of %d, %llu after the graph step of %d, %llu at the end", (unsigned long long)u0,
+              (unsigned long long)u1, tokens, S, (unsigned long long)u2, G, (unsigned long long)u3);
     growth = (u1 > u0 ? u1 - u0 : 0) + (u3 > u2 ? u3 - u2 : 0);
     graphs = u2 > u1 ? u2 - u1 : 0;
     r->prof_growth = growth;

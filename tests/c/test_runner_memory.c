@@ -128,6 +128,11 @@ static void test_profile_spreads_the_largest_step_over_few_sequences(void)
     CHECK_EQ_INT((int)lunar_runner_tokens_computed(r), 0); /* the profile is not the engine's work */
     lunar_runner_free(r);
 
+    r = make(m, 10, 8, 16); /* max_num_seqs past the step's tokens: decodes of 8 */
+    CHECK_EQ_INT(lunar_runner_profile(r, 0, &mem), 0);
+    CHECK_EQ_INT(mem.profile_tokens, 8);
+    lunar_runner_free(r);
+
     r = make(m, 2, 64, 8); /* 32 slots: the cache, not the step, bounds a sequence */
     CHECK_EQ_INT(lunar_runner_profile(r, 0, NULL), 0);
     CHECK_EQ_INT(lunar_runner_memory(r, &mem), 0);

@@ -59,11 +59,12 @@ typedef struct lunar_runner_memory {
     uint64_t device_total;       /* the device's memory; 0 on a host-memory backend */
     uint64_t device_used;        /* device_total - free now: every process's use; 0 on the host */
     uint64_t weights;            /* the weights as the backend holds them (cpu: the model's host
-                                  * tensors, read in place) and the runner's f32 norm/bias vectors */
+                                  * tensors, read in place; the runner's small f32 copies of norm
+                                  * weights and biases are not counted) */
     uint64_t activations;        /* activation and workspace peak: the runner's step buffers (sized
-                                  * for max_num_batched_tokens), the backend's scratch from prepare(),
-                                  * and what the profiling steps added (step metadata, lazily loaded
-                                  * kernels and cuBLAS state) */
+                                  * for max_num_batched_tokens), the backend's scratch from prepare()
+                                  * and the device allocator's rounding, and what the profiling steps
+                                  * added (step metadata, lazily loaded kernels and cuBLAS state) */
     uint64_t cuda_graphs;        /* what capturing and replaying one decode graph took: about 0,
                                   * since every buffer a graph reads is preallocated; 0 without graphs */
     uint64_t kv_cache;           /* the KV cache now: num_kv_blocks x block_size x kv_bytes_per_token */
@@ -81,10 +82,12 @@ int lunar_runner_memory(const lunar_runner_t *r, lunar_runner_memory_t *out);
 
 /* The profiling forward: runs the runner's largest step (max_num_batched_tokens tokens over
  * as few sequences as the KV cache and max_seq_len allow: max_seq_len is the engine's
- * max_model_len, 0 = no limit but the cache), then a decode step of max_num_seqs sequences,
- * and, when the backend replays CUDA graphs, a decode step of min(max_num_seqs, the largest
- * graph batch) twice (capture, replay), reading device memory around each, and fills `out`
- * (may be NULL). Whatever these steps create lazily (cuBLAS state, kernels loaded on first use,
+ * max_model_len, 0 = no limit but the cache; at most max_num_seqs sequences), an eager decode
+ * step of max_num_seqs sequences, and, when the backend replays CUDA graphs, a decode step of
+ * min(max_num_seqs, the largest graph batch) twice (capture, replay), then a decode of
+ * max_num_seqs with every logits row, reading device memory around each, and fills `out` (may
+ * be NULL). Decode sequences get blocks of their own while the cache has a block per sequence,
+ * else distinct slots of shared blocks; a prefill sequence longer than the cache shares blocks. Whatever these steps create lazily (cuBLAS state, kernels loaded on first use,
  * step metadata) exists afterwards, so the figures are the peak a served step reaches. The
  * steps write garbage into the KV cache: run it before any sequence is in the cache. */
 int lunar_runner_profile(lunar_runner_t *r, int max_seq_len, lunar_runner_memory_t *out);
