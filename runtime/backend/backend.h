@@ -67,6 +67,7 @@ struct lunar_backend {
     lunar_dtype_t kv_dtype;   /* KV cache elements */
     int host_memory;          /* 1: backend memory is host memory (copies are memcpy) */
     uint64_t weight_bytes;    /* bytes prepare() holds for the weights (0: read in place) */
+    uint64_t alloc_bytes;     /* bytes alloc() has handed out in all (dealloc does not subtract) */
     int graph_max_tokens;     /* decode steps of up to this many tokens replay CUDA graphs (0: none) */
 
     /* ---- lifetime, memory, step ---- */

@@ -40,8 +40,8 @@ static void cpu_free(lunar_backend_t *be)
 
 static void *cpu_alloc(lunar_backend_t *be, size_t bytes)
 {
-    (void)be;
     char *p = calloc(bytes ? bytes : 1, 1);
+    if (p) be->alloc_bytes += bytes;
     /* calloc's fresh pages are mapped lazily; writing one byte per page makes them resident
      * (through a volatile pointer, which the compiler may not drop) */
     volatile char *v = p;

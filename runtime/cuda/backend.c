@@ -127,6 +127,7 @@ static void *cuda_alloc(lunar_backend_t *be, size_t bytes)
         cudaFree(p);
         return NULL;
     }
+    be->alloc_bytes += bytes;
     return p;
 }
 

@@ -100,18 +100,17 @@ static void *xcalloc(size_t n, size_t sz, int *err)
     return p;
 }
 
+/* Zeroed backend memory. */
+static void *balloc(lunar_backend_t *be, size_t n, size_t sz, int *err)
+{
+    void *p = *err ? NULL : be->alloc(be, (n ? n : 1) * sz);
+    if (!p) *err = 1;
+    return p;
+}
+
 static void bfree(lunar_backend_t *be, void *p)
 {
     if (p) be->dealloc(be, p);
-}
-
-/* Zeroed backend memory for a step buffer, counted as activations. */
-static void *balloc(lunar_runner_t *r, size_t n, size_t sz, int *err)
-{
-    void *p = *err ? NULL : r->be->alloc(r->be, (n ? n : 1) * sz);
-    if (!p) *err = 1;
-    else r->act_bytes += (n ? n : 1) * sz;
-    return p;
 }
 
 /* Bytes in use on the runner's device by every process (GPU 0, as the backend), or 0 when
@@ -207,21 +206,23 @@ int lunar_runner_create(const lunar_model_t *m, const lunar_runner_options_t *op
      * `lunar memory` says from the first request on, not creeping up as blocks are reached. */
     size_t asz = lunar_dtype_size(be->act_dtype);
     if (!err && kv_alloc(r, opt->num_kv_blocks)) err = 1;
+    uint64_t act0 = be->alloc_bytes; /* the step buffers are what is allocated from here on */
 
     int wide = H > nq * hd ? H : nq * hd;
-    r->x = balloc(r, (size_t)T * H, asz, &err);
-    r->xn = balloc(r, (size_t)T * wide, asz, &err);
-    r->q = balloc(r, (size_t)T * nq * hd, asz, &err);
-    r->k = balloc(r, (size_t)T * nk * hd, asz, &err);
-    r->v = balloc(r, (size_t)T * nk * hd, asz, &err);
-    r->att = balloc(r, (size_t)T * nq * hd, asz, &err);
-    r->proj = balloc(r, (size_t)T * H, asz, &err);
-    r->gate = balloc(r, (size_t)T * I, asz, &err);
-    r->up = balloc(r, (size_t)T * I, asz, &err);
-    r->cs = balloc(r, (size_t)T * r->rot, sizeof(float), &err);
-    if (!be->host_memory) r->logits = balloc(r, (size_t)opt->max_num_seqs * c->vocab_size, sizeof(float), &err);
+    r->x = balloc(be, (size_t)T * H, asz, &err);
+    r->xn = balloc(be, (size_t)T * wide, asz, &err);
+    r->q = balloc(be, (size_t)T * nq * hd, asz, &err);
+    r->k = balloc(be, (size_t)T * nk * hd, asz, &err);
+    r->v = balloc(be, (size_t)T * nk * hd, asz, &err);
+    r->att = balloc(be, (size_t)T * nq * hd, asz, &err);
+    r->proj = balloc(be, (size_t)T * H, asz, &err);
+    r->gate = balloc(be, (size_t)T * I, asz, &err);
+    r->up = balloc(be, (size_t)T * I, asz, &err);
+    r->cs = balloc(be, (size_t)T * r->rot, sizeof(float), &err);
+    if (!be->host_memory) r->logits = balloc(be, (size_t)opt->max_num_seqs * c->vocab_size, sizeof(float), &err);
     r->dyn_freq = xcalloc((size_t)r->rot / 2 + 1, sizeof(float), &err);
     r->cs_host = xcalloc((size_t)T * r->rot, sizeof(float), &err);
+    r->act_bytes = be->alloc_bytes - act0;
     if (!err) { /* what the device spent beyond the exact counts (allocator rounding) is workspace */
         uint64_t used2 = device_used(r, NULL), counted = r->act_bytes + 2ull * L * r->layer_bytes;
         if (used2 > used1 + counted) r->prep_scratch += used2 - used1 - counted;
