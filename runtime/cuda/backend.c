@@ -88,7 +88,6 @@ static void check_blas(cuda_backend_t *c, const char *op, cublasStatus_t st)
 }
 
 static void graph_flush(cuda_backend_t *c);
-static void graph_drop_all(cuda_backend_t *c);
 
 static void cuda_free_all(lunar_backend_t *be)
 {
@@ -130,6 +129,8 @@ static void *cuda_alloc(lunar_backend_t *be, size_t bytes)
     be->alloc_bytes += bytes;
     return p;
 }
+
+static void graph_drop_all(cuda_backend_t *c);
 
 static void cuda_dealloc(lunar_backend_t *be, void *p)
 {

@@ -3,8 +3,7 @@
 # liblunar with CUDA, runs test_backend_cuda (CUDA vs transformers fixtures and vs the CPU
 # backend, mixed batches, bf16 GEMMs) and a subset under compute-sanitizer memcheck,
 # test_ops_cuda (every op of the table against the CPU backend's at odd shapes, in f32, bf16 and
-# f16) and its smaller LUNAR_TEST_QUICK=1 sweep under compute-sanitizer memcheck, the start-up
-# memory breakdown (issue 7: tests/e2e/memory_breakdown.awk, tests/gpu/memory_startup.lua),
+# f16) and its smaller LUNAR_TEST_QUICK=1 sweep under compute-sanitizer memcheck,
 # `lunar generate --device cuda` and `lunar serve --device cuda` on a shared model (the greedy
 # text must equal the CPU backend's), and with BENCH=1 bench/cuda_decode.lua (a dummy Llama-3-8B in bf16, with and
 # without k_be_gemv). Logs go to $OUT (default build-gpu/logs). Non-zero exit on any failure.
