@@ -262,6 +262,9 @@ function M.new(model, o)
   if o.gpu_memory_utilization <= 0 or o.gpu_memory_utilization > 1 then
     return nil, string.format("--gpu-memory-utilization %g must be in (0, 1]", o.gpu_memory_utilization)
   end
+  for _, k in ipairs({ "max_model_len", "max_num_seqs", "max_num_batched_tokens", "block_size" }) do
+    if o[k] and o[k] < 1 then return nil, string.format("--%s %d must be >= 1", k:gsub("_", "-"), o[k]) end
+  end
   if o.kv_cache_memory_bytes and o.kv_cache_memory_bytes <= 0 then
     return nil, string.format("--kv-cache-memory-bytes %d must be positive", o.kv_cache_memory_bytes)
   end
