@@ -24,11 +24,7 @@ M.DEFAULT_CPU_KV_BYTES = 4 * 1024 ^ 3
 local GIB = 1024 ^ 3
 
 local function gib(b) return string.format("%.2f GiB", b / GIB) end
-local function commas(n)
-  local s = string.format("%d", n)
-  local out = s:reverse():gsub("(%d%d%d)", "%1,"):reverse()
-  return (out:gsub("^,", ""))
-end
+local commas = require("lunar.model").commas
 
 -- The KV plan on the CPU: {bytes_per_token, bytes_per_block, num_blocks, tokens, bytes}.
 function M.kv_plan(model, o)
@@ -117,7 +113,7 @@ function M.breakdown_lines(mem, o)
     row("CUDA graphs", mem.cuda_graphs, string.format("measured capturing a decode graph of %d sequences (~0: "
       .. "every buffer it reads is preallocated)", mem.graph_seqs))
   else
-    row("CUDA graphs", 0, "none (--enforce-eager)")
+    row("CUDA graphs", 0, "none (--enforce-eager or LUNAR_CUDA_GRAPHS=0)")
   end
   if device then
     row("other", mem.other, "CUDA context, cuBLAS, other processes")

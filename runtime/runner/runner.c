@@ -468,6 +468,7 @@ static int pstep_run(lunar_runner_t *r, pstep_t *p, int nseq, int tokens, int L,
 int lunar_runner_profile(lunar_runner_t *r, int max_seq_len, lunar_runner_memory_t *out)
 {
     if (!r) return lunar_error(LUNAR_EINVAL, "lunar_runner_profile: NULL runner");
+    if (r->o.num_kv_blocks < 1) return lunar_error(LUNAR_ESTATE, "runner: no KV cache (a failed resize)");
     int T = r->o.max_num_batched_tokens, bs = r->o.block_size;
     int S = r->o.max_num_seqs < T ? r->o.max_num_seqs : T; /* a decode step is a step too */
     int cap = r->o.num_kv_blocks * bs;
