@@ -181,6 +181,7 @@ int lunar_runner_create(const lunar_model_t *m, const lunar_runner_options_t *op
         for (int i = 0; i < lunar_model_tensor_count(m); i++) r->weight_bytes += lunar_model_tensor(m, i)->nbytes;
     uint64_t used1 = device_used(r, NULL);
     if (used1 > used0 + r->weight_bytes) r->prep_scratch = used1 - used0 - r->weight_bytes;
+    uint64_t vec0 = be->alloc_bytes; /* the f32 norm/bias copies below count as weights */
 
     int err = 0;
     r->lv = xcalloc((size_t)L, sizeof *r->lv, &err);
@@ -205,6 +206,8 @@ int lunar_runner_create(const lunar_model_t *m, const lunar_runner_options_t *op
     /* The KV cache is reserved (resident) at start-up, as on a GPU: memory use is what
      * `lunar memory` says from the first request on, not creeping up as blocks are reached. */
     size_t asz = lunar_dtype_size(be->act_dtype);
+    r->weight_bytes += be->alloc_bytes - vec0;
+    used1 += be->alloc_bytes - vec0;
     if (!err && kv_alloc(r, opt->num_kv_blocks)) err = 1;
     uint64_t act0 = be->alloc_bytes; /* the step buffers are what is allocated from here on */
 

@@ -5,7 +5,7 @@
  *
  * References: KV bytes per token from config.json's shapes (2 x 5 layers x 4 kv heads x 8
  * head_dim x 4 bytes of f32 for stories260K); the weights from the safetensors file's size less
- * its header; a runner resized after profiling must decode greedily token for token as a runner
+ * its header (plus the runner's f32 norm copies); a runner resized after profiling must decode greedily token for token as a runner
  * created at that size, and its greedy text must be the published stories260K sample.
  */
 #include <stdio.h>
@@ -84,7 +84,8 @@ static void test_breakdown_counts_exact_bytes(void)
     CHECK_EQ_INT(mem.num_kv_blocks, 10);
     CHECK_EQ_INT(mem.block_size, BS);
 
-    /* the weights: every byte of the safetensors file after its 8-byte length and JSON header */
+    /* the weights: every byte of the safetensors file after its 8-byte length and JSON header,
+     * and the runner's f32 copies of the norm weights (5 layers x 2 x 64, and the final 64) */
     FILE *f = fopen(model_file("/model.safetensors"), "rb");
     CHECK_MSG(f != NULL, "open %s", path);
     if (f) {
@@ -93,7 +94,7 @@ static void test_breakdown_counts_exact_bytes(void)
         uint64_t hlen = 0;
         for (int i = 7; i >= 0; i--) hlen = hlen << 8 | h[i];
         fseek(f, 0, SEEK_END);
-        uint64_t data = (uint64_t)ftell(f) - 8 - hlen;
+        uint64_t data = (uint64_t)ftell(f) - 8 - hlen + (5 * 2 * 64 + 64) * 4;
         fclose(f);
         CHECK_MSG(mem.weights == data, "weights %llu, file holds %llu", (unsigned long long)mem.weights,
                   (unsigned long long)data);

@@ -59,8 +59,8 @@ typedef struct lunar_runner_memory {
     uint64_t device_total;       /* the device's memory; 0 on a host-memory backend */
     uint64_t device_used;        /* device_total - free now: every process's use; 0 on the host */
     uint64_t weights;            /* the weights as the backend holds them (cpu: the model's host
-                                  * tensors, read in place; the runner's small f32 copies of norm
-                                  * weights and biases are not counted) */
+                                  * tensors, read in place) and the runner's f32 copies of norm
+                                  * weights and biases (the CUDA backend uploads only matrices) */
     uint64_t activations;        /* activation and workspace peak: the runner's step buffers (sized
                                   * for max_num_batched_tokens), the backend's scratch from prepare()
                                   * and the device allocator's rounding, and what the profiling steps
