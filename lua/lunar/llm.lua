@@ -106,7 +106,8 @@ function M.LLM(opts)
     block_size = block_size, max_model_len = max_len, max_num_seqs = max_seqs,
     max_num_batched_tokens = max_batched, kv_cache_memory_bytes = opts.kv_cache_memory_bytes,
     num_threads = opts.num_threads, backend = device, gpu_memory_utilization = opts.gpu_memory_utilization,
-    enforce_eager = opts.enforce_eager, profile = opts._profile_memory,
+    enforce_eager = opts.enforce_eager,
+    profile = opts._profile_memory, -- tests: the CUDA start-up (profile, resize) on the cpu
   })
   if not r then return nil, rerr end
   self.runner = r
