@@ -467,6 +467,23 @@ int lunar_runner_forward_sample(lunar_runner_t *r, const lunar_batch_t *b, const
 uint64_t lunar_runner_kv_bytes_per_token(const lunar_model_t *m, const char *backend);
 void lunar_runner_forward_iface(lunar_runner_t *r, lunar_forward_iface_t *out);
 uint64_t lunar_runner_tokens_computed(const lunar_runner_t *r);
+typedef struct lunar_runner_memory {
+    uint64_t device_total;
+    uint64_t device_used;
+    uint64_t weights;
+    uint64_t activations;
+    uint64_t cuda_graphs;
+    uint64_t kv_cache;
+    uint64_t other;
+    uint64_t kv_bytes_per_token;
+    int num_kv_blocks, block_size;
+    int profiled;
+    int profile_tokens, profile_seqs;
+    int graph_seqs;
+} lunar_runner_memory_t;
+int lunar_runner_memory(const lunar_runner_t *r, lunar_runner_memory_t *out);
+int lunar_runner_profile(lunar_runner_t *r, int max_seq_len, lunar_runner_memory_t *out);
+int lunar_runner_set_kv_blocks(lunar_runner_t *r, int num_kv_blocks);
 ]]
 
 -- ---- http (lunar/http.h) ----

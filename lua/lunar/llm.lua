@@ -109,6 +109,7 @@ function M.LLM(opts)
     max_num_batched_tokens = max_batched, kv_cache_memory_bytes = opts.kv_cache_memory_bytes,
     num_threads = opts.num_threads, backend = device, gpu_memory_utilization = opts.gpu_memory_utilization,
     enforce_eager = opts.enforce_eager,
+    profile = opts._profile_memory, -- tests: the CUDA start-up (profile, resize) on the cpu
   })
   if not r then return nil, rerr end
   self.runner = r

@@ -66,6 +66,9 @@ struct lunar_backend {
     lunar_dtype_t act_dtype;  /* activation elements between ops */
     lunar_dtype_t kv_dtype;   /* KV cache elements */
     int host_memory;          /* 1: backend memory is host memory (copies are memcpy) */
+    uint64_t weight_bytes;    /* bytes prepare() holds for the weights (0: read in place) */
+    uint64_t alloc_bytes;     /* bytes alloc() has handed out in all (dealloc does not subtract) */
+    int graph_max_tokens;     /* decode steps of up to this many tokens replay CUDA graphs (0: none) */
 
     /* ---- lifetime, memory, step ---- */
     void (*free)(lunar_backend_t *be);
@@ -73,6 +76,9 @@ struct lunar_backend {
      * a GPU reserves at start-up, so memory use is known before the first request); NULL
      * when out of memory. */
     void *(*alloc)(lunar_backend_t *be, size_t bytes);
+    /* Frees p. A device backend also drops whatever it captured that may read p (the CUDA
+     * backend's graphs hold buffer addresses), so the runner can free and reallocate its KV
+     * cache (lunar_runner_set_kv_blocks). */
     void (*dealloc)(lunar_backend_t *be, void *p);
     void (*copy_in)(lunar_backend_t *be, void *dst, const void *host_src, size_t bytes);
     void (*copy_out)(lunar_backend_t *be, void *host_dst, const void *src, size_t bytes);

@@ -40,8 +40,8 @@ static void cpu_free(lunar_backend_t *be)
 
 static void *cpu_alloc(lunar_backend_t *be, size_t bytes)
 {
-    (void)be;
     char *p = calloc(bytes ? bytes : 1, 1);
+    if (p) be->alloc_bytes += bytes;
     /* calloc's fresh pages are mapped lazily; writing one byte per page makes them resident
      * (through a volatile pointer, which the compiler may not drop) */
     volatile char *v = p;
@@ -62,7 +62,7 @@ static int cpu_prepare(lunar_backend_t *be, const lunar_model_t *m)
 {
     (void)be;
     lunar_dummy_params_t p;
-    for (int i = 0; i < lunar_model_tensor_count(m); i++)
+    for (int i = 0; m && i < lunar_model_tensor_count(m); i++)
         if (lunar_model_dummy_params(m, lunar_model_tensor(m, i), &p))
             return lunar_error(LUNAR_EINVAL, "cpu backend: tensor %s has no host data (dummy weights made on the "
                                "GPU); load without dummy_on_device to run on the CPU", lunar_model_tensor(m, i)->name);

@@ -244,13 +244,18 @@ static void *cuda_alloc(lunar_backend_t *be, size_t bytes)
         cudaFree(p);
         return NULL;
     }
+    be->alloc_bytes += bytes;
     return p;
 }
+
+static void graph_drop_all(cuda_backend_t *c);
 
 static void cuda_dealloc(lunar_backend_t *be, void *p)
 {
     graph_flush(CB(be));
     cudaStreamSynchronize(CB(be)->stream);
+    /* a graph may read p (the KV cache a resize frees): none survives it (backend.h) */
+    graph_drop_all(CB(be));
     cudaFree(p);
 }
 
@@ -525,6 +530,7 @@ static int cuda_prepare(lunar_backend_t *be, const lunar_model_t *m)
         if (!rc) rc = upload(c, lw->w_down);
     }
     if (rc) return rc;
+    be->weight_bytes = c->weight_bytes;
     c->gather = cuda_alloc(be, (size_t)c->max_tokens * c->max_k * lunar_dtype_size(dt));
     if (!c->gather) return lunar_error(LUNAR_ENOMEM, "cuda backend: out of GPU memory for the logits scratch");
     /* the attention workspace for the worst step: its split count only falls as steps grow
@@ -1094,6 +1100,7 @@ int lunar_backend_cuda_create(const lunar_backend_params_t *p, lunar_backend_t *
     c->graphs_on = !p->enforce_eager && !(gr && !strcmp(gr, "0"));
     const char *pr = getenv("LUNAR_CUDA_PROFILE");
     if (pr && strcmp(pr, "0") && (c->prof = calloc(1, sizeof *c->prof))) c->graphs_on = 0;
+    c->be.graph_max_tokens = c->graphs_on ? GRAPH_MAX_TOKENS : 0;
     const char *a = getenv("LUNAR_CUDA_ATTN");
     c->attn_generic = a && !strcmp(a, "generic");
     cudaError_t e = cudaSetDevice(c->device);

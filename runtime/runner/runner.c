@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lunar.h"
 #include "core/error.h"
 #include "backend/backend.h"
 #include "runner/rope.h"
@@ -48,6 +49,13 @@ struct lunar_runner {
     float *logits;                  /* [max_num_seqs][vocab] f32 when backend memory is not host */
     float *cs_host, *dyn_freq;      /* host staging of the RoPE table */
     uint64_t tokens;
+
+    /* the memory breakdown (lunar_runner_memory): exact counts, and device deltas */
+    uint64_t weight_bytes, act_bytes;  /* the weights as held; the runner's step buffers */
+    uint64_t prep_scratch;             /* device: what prepare() took beyond the weights */
+    uint64_t prof_growth, prof_graphs; /* device: what the profiling steps added, graph step apart */
+    uint64_t prof_other;               /* device: the residual at the profile's end */
+    int prof_tokens, prof_seqs, prof_graph_seqs, profiled;
 };
 
 void lunar_runner_options_default(lunar_runner_options_t *o)
@@ -105,6 +113,34 @@ static void bfree(lunar_backend_t *be, void *p)
     if (p) be->dealloc(be, p);
 }
 
+/* Bytes in use on the runner's device by every process (GPU 0, as the backend), or 0 when
+ * backend memory is host memory or the device cannot be read. */
+static uint64_t device_used(const lunar_runner_t *r, uint64_t *total)
+{
+    lunar_device_info_t di;
+    if (total) *total = 0;
+    if (r->be->host_memory || lunar_device_get_info(0, &di) != 0) return 0;
+    if (total) *total = di.total_bytes;
+    return di.total_bytes - di.free_bytes;
+}
+
+/* Both KV caches for n blocks (every layer; see lunar/runner.h), or -1 with none allocated. */
+static int kv_alloc(lunar_runner_t *r, int n)
+{
+    lunar_backend_t *be = r->be;
+    size_t L = (size_t)r->c->num_layers;
+    r->layer_bytes = (size_t)n * r->o.block_size * r->c->num_kv_heads * r->c->head_dim * lunar_dtype_size(be->kv_dtype);
+    r->kcache = be->alloc(be, r->layer_bytes * L);
+    r->vcache = r->kcache ? be->alloc(be, r->layer_bytes * L) : NULL;
+    if (!r->vcache) {
+        bfree(be, r->kcache);
+        r->kcache = NULL, r->layer_bytes = 0, r->o.num_kv_blocks = 0;
+        return -1;
+    }
+    r->o.num_kv_blocks = n;
+    return 0;
+}
+
 int lunar_runner_create(const lunar_model_t *m, const lunar_runner_options_t *opt, lunar_runner_t **out)
 {
     if (!m || !opt || !out) return lunar_error(LUNAR_EINVAL, "lunar_runner_create: NULL argument");
@@ -137,8 +173,15 @@ int lunar_runner_create(const lunar_model_t *m, const lunar_runner_options_t *op
     if (rc) { free(r); return rc; }
     lunar_backend_t *be = r->be;
     r->o.backend = be->name;
+    uint64_t used0 = device_used(r, NULL);
     rc = be->prepare(be, m);
     if (rc) { be->free(be); free(r); return rc; }
+    r->weight_bytes = be->weight_bytes;
+    if (!r->weight_bytes) /* read in place: the model's host tensors */
+        for (int i = 0; i < lunar_model_tensor_count(m); i++) r->weight_bytes += lunar_model_tensor(m, i)->nbytes;
+    uint64_t used1 = device_used(r, NULL);
+    if (used1 > used0 + r->weight_bytes) r->prep_scratch = used1 - used0 - r->weight_bytes;
+    uint64_t vec0 = be->alloc_bytes; /* the f32 norm/bias copies below count as weights */
 
     int err = 0;
     r->lv = xcalloc((size_t)L, sizeof *r->lv, &err);
@@ -162,10 +205,11 @@ int lunar_runner_create(const lunar_model_t *m, const lunar_runner_options_t *op
 
     /* The KV cache is reserved (resident) at start-up, as on a GPU: memory use is what
      * `lunar memory` says from the first request on, not creeping up as blocks are reached. */
-    size_t kvsz = lunar_dtype_size(be->kv_dtype), asz = lunar_dtype_size(be->act_dtype);
-    r->layer_bytes = (size_t)opt->num_kv_blocks * opt->block_size * nk * hd * kvsz;
-    r->kcache = balloc(be, r->layer_bytes, (size_t)L, &err);
-    r->vcache = balloc(be, r->layer_bytes, (size_t)L, &err);
+    size_t asz = lunar_dtype_size(be->act_dtype);
+    r->weight_bytes += be->alloc_bytes - vec0;
+    used1 += be->alloc_bytes - vec0;
+    if (!err && kv_alloc(r, opt->num_kv_blocks)) err = 1;
+    uint64_t act0 = be->alloc_bytes; /* the step buffers are what is allocated from here on */
 
     int wide = H > nq * hd ? H : nq * hd;
     r->x = balloc(be, (size_t)T * H, asz, &err);
@@ -180,6 +224,14 @@ int lunar_runner_create(const lunar_model_t *m, const lunar_runner_options_t *op
     if (!be->host_memory || be->sample) r->logits = balloc(be, (size_t)opt->max_num_seqs * c->vocab_size, sizeof(float), &err);
     r->dyn_freq = xcalloc((size_t)r->rot / 2 + 1, sizeof(float), &err);
     r->cs_host = xcalloc((size_t)T * r->rot, sizeof(float), &err);
+    r->act_bytes = be->alloc_bytes - act0;
+    if (!err) { /* what the device spent beyond the exact counts (allocator rounding) is workspace */
+        uint64_t used2 = device_used(r, NULL), counted = r->act_bytes + 2ull * L * r->layer_bytes;
+        if (used2 > used1 + counted) r->prep_scratch += used2 - used1 - counted;
+        lunar_log(LUNAR_LOG_DEBUG, "memory", "device in use: %llu B before the weights, %llu after, %llu after the "
+                  "KV cache and step buffers", (unsigned long long)used0, (unsigned long long)used1,
+                  (unsigned long long)used2);
+    }
     if (err) {
         lunar_runner_free(r);
         return lunar_error(LUNAR_ENOMEM, "runner: out of memory for a KV cache of %d blocks and %d-token steps",
@@ -409,3 +461,180 @@ void lunar_runner_forward_iface(lunar_runner_t *r, lunar_forward_iface_t *out)
 }
 
 uint64_t lunar_runner_tokens_computed(const lunar_runner_t *r) { return r->tokens; }
+
+/* ---- memory: the start-up breakdown, the profiling forward, resizing the KV cache ---- */
+
+int lunar_runner_memory(const lunar_runner_t *r, lunar_runner_memory_t *out)
+{
+    if (!r || !out) return lunar_error(LUNAR_EINVAL, "lunar_runner_memory: NULL argument");
+    memset(out, 0, sizeof *out);
+    out->block_size = r->o.block_size;
+    out->num_kv_blocks = r->o.num_kv_blocks;
+    out->kv_bytes_per_token = 2ull * r->num_layers * r->c->num_kv_heads * r->c->head_dim * lunar_dtype_size(r->be->kv_dtype);
+    out->kv_cache = 2ull * r->num_layers * r->layer_bytes;
+    out->weights = r->weight_bytes;
+    out->activations = r->act_bytes + r->prep_scratch + r->prof_growth;
+    out->cuda_graphs = r->prof_graphs;
+    out->device_used = device_used(r, &out->device_total);
+    uint64_t known = out->weights + out->activations + out->cuda_graphs + out->kv_cache;
+    if (r->profiled) out->other = r->prof_other; /* graphs dropped by a resize are captured again */
+    else if (out->device_used > known) out->other = out->device_used - known;
+    out->profiled = r->profiled;
+    out->profile_tokens = r->prof_tokens;
+    out->profile_seqs = r->prof_seqs;
+    out->graph_seqs = r->prof_graph_seqs;
+    return 0;
+}
+
+/* A synthetic step of the profile, in buffers sized for its largest shape. */
+typedef struct pstep {
+    int32_t *tok, *pos, *qs, *lens, *bt, *li;
+    int64_t *slot;
+    float *logits;
+    int width;  /* block-table width: blocks of the longest sequence */
+} pstep_t;
+
+enum { P_PREFILL, P_DECODE, P_DECODE_ONE_ROW };
+
+/* Sequence s of `nseq` holds len(s) tokens in blocks (first(s) + j) % num_kv_blocks. P_PREFILL:
+ * nseq sequences of L tokens but the last, `tokens` in all, every token in the step; P_DECODE:
+ * the last token of each, over bps blocks each when the cache has a block per sequence, else
+ * one shared block at distinct offsets, so no two tokens write one slot while the cache holds a
+ * slot per token. Logits of every sequence's last token, or of the first sequence only with
+ * P_DECODE_ONE_ROW (a step the CUDA backend runs eagerly: its graphs need a row per token). */
+static int pstep_run(lunar_runner_t *r, pstep_t *p, int nseq, int tokens, int L, int kind,
+                     const lunar_sample_batch_t *sb)
+{
+    int decode = kind != P_PREFILL;
+    int bs = r->o.block_size, nb = r->o.num_kv_blocks, V = r->c->vocab_size;
+    int bps = (L + bs - 1) / bs;
+    if (decode) bps = nb >= nseq ? (nb / nseq < bps ? nb / nseq : bps) : 1;
+    int T = 0;
+    p->qs[0] = 0;
+    for (int s = 0; s < nseq; s++) {
+        int len, first;
+        if (!decode) {
+            len = tokens - s * L < L ? tokens - s * L : L;
+            first = s * bps;
+        } else if (nb >= nseq) {
+            len = bps * bs < L ? bps * bs : L;
+            first = s * bps;
+        } else {
+            len = (s / nb) % bs + 1;
+            first = s % nb;
+        }
+        for (int j = 0; j < p->width; j++) p->bt[(size_t)s * p->width + j] = (first + (j < bps ? j : 0)) % nb;
+        for (int i = decode ? len - 1 : 0; i < len; i++, T++) {
+            p->tok[T] = (s + i) % V;
+            p->pos[T] = i;
+            p->slot[T] = (int64_t)p->bt[(size_t)s * p->width + i / bs] * bs + i % bs;
+        }
+        p->qs[s + 1] = T;
+        p->lens[s] = len;
+        p->li[s] = T - 1;
+    }
+    lunar_batch_t b = {T, nseq, p->tok, p->pos, p->slot, p->qs, p->lens, p->bt, p->width, p->li,
+                       kind == P_DECODE_ONE_ROW ? 1 : nseq};
+    return sb ? lunar_runner_forward_sample(r, &b, sb) : lunar_runner_forward(r, &b, p->logits);
+}
+
+int lunar_runner_profile(lunar_runner_t *r, int max_seq_len, lunar_runner_memory_t *out)
+{
+    if (!r) return lunar_error(LUNAR_EINVAL, "lunar_runner_profile: NULL runner");
+    if (r->o.num_kv_blocks < 1) return lunar_error(LUNAR_ESTATE, "runner: no KV cache (a failed resize)");
+    int T = r->o.max_num_batched_tokens, bs = r->o.block_size;
+    int S = r->o.max_num_seqs < T ? r->o.max_num_seqs : T; /* a decode step is a step too */
+    int cap = r->o.num_kv_blocks * bs;
+    int L = T;
+    if (max_seq_len > 0 && max_seq_len < L) L = max_seq_len;
+    if (cap < L) L = cap;
+    int nseq = (T + L - 1) / L;
+    if (nseq > S) nseq = S;
+    int tokens = (int64_t)nseq * L < T ? nseq * L : T;
+    int G = r->be->graph_max_tokens < S ? r->be->graph_max_tokens : S;
+
+    int maxT = tokens > S ? tokens : S, maxS = nseq > S ? nseq : S;
+    pstep_t p = {0};
+    p.width = (L + bs - 1) / bs;
+    p.tok = calloc((size_t)maxT, sizeof *p.tok);
+    p.pos = calloc((size_t)maxT, sizeof *p.pos);
+    p.slot = calloc((size_t)maxT, sizeof *p.slot);
+    p.qs = calloc((size_t)maxS + 1, sizeof *p.qs);
+    p.lens = calloc((size_t)maxS, sizeof *p.lens);
+    p.li = calloc((size_t)maxS, sizeof *p.li);
+    p.bt = calloc((size_t)maxS * p.width, sizeof *p.bt);
+    p.logits = malloc((size_t)maxS * r->c->vocab_size * sizeof(float));
+    int rc = 0;
+    if (!p.tok || !p.pos || !p.slot || !p.qs || !p.lens || !p.li || !p.bt || !p.logits)
+        rc = lunar_error(LUNAR_ENOMEM, "runner: out of host memory for the profiling step");
+
+    /* the largest step and an eager decode of max_num_seqs (what they create lazily is
+     * workspace), the graph step twice (capture, replay: what it adds is the graph's), then a
+     * decode of max_num_seqs with all its logits rows when the graph step was not that */
+    uint64_t tokens_before = r->tokens, growth = 0, graphs = 0;
+    uint64_t u0 = device_used(r, NULL), u1 = u0, u2 = u0;
+    if (!rc) rc = pstep_run(r, &p, nseq, tokens, L, P_PREFILL, NULL);
+    if (!rc) rc = pstep_run(r, &p, S, S, L, P_DECODE_ONE_ROW, NULL);
+    if (!rc) u1 = device_used(r, NULL);
+    for (int i = 0; i < 2 && G > 0 && !rc; i++) rc = pstep_run(r, &p, G, G, L, P_DECODE, NULL);
+    if (!rc) u2 = device_used(r, NULL);
+    if (!rc && S != G) rc = pstep_run(r, &p, S, S, L, P_DECODE, NULL);
+    if (!rc && r->be->sample) {
+        /* the sample op's scratch, which it grows on first use: a decode of max_num_seqs rows
+         * with top-k/top-p draws, a penalty entry and logprobs, its largest kind of step */
+        lunar_sample_row_t *rows = calloc((size_t)S, sizeof *rows);
+        int32_t *tokens_out = calloc((size_t)S, 4), *pen = calloc((size_t)S + 1, 4), *ids = calloc((size_t)S, 4);
+        int32_t *cnt = calloc((size_t)S, 4), *top = calloc((size_t)S * 5, 4);
+        float *lp = calloc((size_t)S, 4), *tlp = calloc((size_t)S * 5, 4);
+        if (!rows || !tokens_out || !pen || !ids || !cnt || !top || !lp || !tlp) {
+            rc = lunar_error(LUNAR_ENOMEM, "runner: out of host memory for the profiling step");
+        } else {
+            for (int i = 0; i < S; i++) {
+                rows[i] = (lunar_sample_row_t){.temperature = 1.0f, .top_p = 0.9f, .top_k = 50, .seq_index = i,
+                                               .repetition_penalty = 1.1f, .logprobs = 5, .seed = 1};
+                pen[i + 1] = i + 1, ids[i] = i % r->c->vocab_size, cnt[i] = 1;
+            }
+            lunar_sample_batch_t sb = {S, rows, pen, ids, cnt, 5, tokens_out, lp, top, tlp};
+            rc = pstep_run(r, &p, S, S, L, P_DECODE, &sb);
+        }
+        free(rows), free(tokens_out), free(pen), free(ids), free(cnt), free(top), free(lp), free(tlp);
+    }
+    free(p.tok), free(p.pos), free(p.slot), free(p.qs), free(p.lens), free(p.li), free(p.bt), free(p.logits);
+    r->tokens = tokens_before; /* not the engine's work */
+    if (rc) return rc;
+    uint64_t u3 = device_used(r, NULL);
+    lunar_log(LUNAR_LOG_DEBUG, "memory", "profile: device in use %llu B before, %llu after the %d-token step and an "
+              "eager decode of %d, %llu after the graph step of %d, %llu at the end", (unsigned long long)u0,
+              (unsigned long long)u1, tokens, S, (unsigned long long)u2, G, (unsigned long long)u3);
+    growth = (u1 > u0 ? u1 - u0 : 0) + (u3 > u2 ? u3 - u2 : 0);
+    graphs = u2 > u1 ? u2 - u1 : 0;
+    r->prof_growth = growth;
+    r->prof_graphs = graphs;
+    r->prof_tokens = tokens;
+    r->prof_seqs = nseq;
+    r->prof_graph_seqs = G > 0 ? G : 0;
+    r->profiled = 0;
+    lunar_runner_memory_t m;
+    lunar_runner_memory(r, &m); /* the residual, once, as the profile left the device */
+    r->prof_other = m.other;
+    r->profiled = 1;
+    if (out) lunar_runner_memory(r, out);
+    return 0;
+}
+
+int lunar_runner_set_kv_blocks(lunar_runner_t *r, int num_kv_blocks)
+{
+    if (!r) return lunar_error(LUNAR_EINVAL, "lunar_runner_set_kv_blocks: NULL runner");
+    if (num_kv_blocks < 1) return lunar_error(LUNAR_EINVAL, "runner: num_kv_blocks %d (>= 1 needed)", num_kv_blocks);
+    int old = r->o.num_kv_blocks;
+    bfree(r->be, r->kcache), bfree(r->be, r->vcache); /* the backend drops graphs that read them */
+    r->kcache = r->vcache = NULL;
+    if (!kv_alloc(r, num_kv_blocks)) return 0;
+    uint64_t per_block = 2ull * r->num_layers * r->c->num_kv_heads * r->c->head_dim * r->o.block_size *
+                         lunar_dtype_size(r->be->kv_dtype);
+    int back = old > 0 && !kv_alloc(r, old);
+    return lunar_error(LUNAR_ENOMEM, "runner: out of %s memory for a KV cache of %d blocks (%.2f GiB)%s",
+                       r->be->host_memory ? "host" : "device", num_kv_blocks,
+                       (double)per_block * num_kv_blocks / 1073741824.0,
+                       back ? "; the previous size is kept" : "; the previous size could not be restored either");
+}

@@ -70,6 +70,38 @@ else
   echo "serve --device cuda: got '$text'"; rc=1
 fi
 grep -E "\[cuda\]" "$OUT/generate.err" | tail -3
+# start-up memory (issue 7), all in $OUT/memory.log: the breakdown `generate --device cuda` logs
+# has every row and adds up to at most total x utilization (tests/e2e/memory_breakdown.awk, the
+# check CI runs on the cpu's); --kv-cache-memory-bytes overrides; the KV cache resized after the
+# profile drops the CUDA graph the profile captured: four prompts at --max-num-seqs 4 decode in
+# 4-sequence steps of the profile's graph key and must give the cpu's text; then
+# tests/gpu/memory_startup.lua on a dummy Llama-3-8B (the figures users ask about).
+mem_log=$OUT/memory.log
+: > "$mem_log"
+memcheck() { # memcheck WHAT [awk -v args...] : checks the breakdown in $OUT/memory.err
+  local what=$1; shift
+  cat "$OUT/memory.err" >> "$mem_log"
+  if awk "$@" -f tests/e2e/memory_breakdown.awk "$OUT/memory.err" >> "$mem_log"; then
+    echo "memory $what: $(tail -1 "$mem_log")"
+  else
+    echo "memory $what: FAIL"; tail -3 "$mem_log"; rc=1
+  fi
+}
+gen --device cuda --gpu-memory-utilization 0.5 > /dev/null 2> "$OUT/memory.err" || rc=1
+memcheck "generate --device cuda --gpu-memory-utilization 0.5"
+gen --device cuda --kv-cache-memory-bytes 100000000 > /dev/null 2> "$OUT/memory.err" || rc=1
+memcheck "generate --device cuda --kv-cache-memory-bytes 100000000" -v kv_bytes=100000000
+gen4() { gen --max-num-seqs 4 --max-model-len 256 --max-num-batched-tokens 256 -p "The cat" -p "A dog" -p "Tom and" "$@"; }
+gen4 --device cuda --dtype float32 --enforce-eager > "$OUT/memory_eager4.txt" 2>> "$mem_log" || rc=1
+gen4 --device cuda --dtype float32 > "$OUT/memory_graphs4.txt" 2>> "$mem_log" || rc=1
+cmp -s "$OUT/memory_graphs4.txt" "$OUT/memory_eager4.txt" \
+  && echo "memory: after the KV resize, 4 prompts at --max-num-seqs 4 with CUDA graphs = --enforce-eager" \
+  || { echo "memory: 4 prompts with CUDA graphs after the KV resize differ from --enforce-eager (stale graph?)"; rc=1; }
+gen4 --device cpu 2>> "$mem_log" | cmp -s - "$OUT/memory_eager4.txt" \
+  && echo "memory: ... and = the cpu's text" || echo "memory: note: 4 prompts on cuda f32 differ from the cpu (numerics)"
+rm -f "$OUT/memory.err" "$OUT/memory_eager4.txt" "$OUT/memory_graphs4.txt"
+"$BUILD_DIR/lunar" run tests/gpu/memory_startup.lua >> "$mem_log" 2>&1 || rc=1
+grep -E "^(ok|FAIL):|^memory_startup|^  (weights|activation|CUDA|other|KV|maximum|total)|^memory on" "$mem_log" | tail -40
 if [ "${BENCH:-0}" = 1 ]; then
   "$BUILD_DIR/lunar" run bench/cuda_decode.lua ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench_cuda_decode.log" || rc=1
   echo "# the same without CUDA graphs (LUNAR_CUDA_GRAPHS=0)" | tee -a "$OUT/bench_cuda_decode.log"

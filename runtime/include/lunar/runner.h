@@ -57,6 +57,56 @@ void lunar_runner_forward_iface(lunar_runner_t *r, lunar_forward_iface_t *out);
 /* Tokens run through the forward since creation (prefill + decode). */
 uint64_t lunar_runner_tokens_computed(const lunar_runner_t *r);
 
+/* Where memory went, in bytes: the start-up breakdown (`why does a 14 GB model take 33 GB`).
+ * On a device backend each figure comes from the device's free memory (cudaMemGetInfo through
+ * lunar_device_get_info) read before the weights, after them, after the runner's buffers and
+ * around each profiling step, except weights, KV cache and the runner's own buffers, which are
+ * exact byte counts; on a host-memory backend (cpu) every figure is the bytes allocated. */
+typedef struct lunar_runner_memory {
+    uint64_t device_total;       /* the device's memory; 0 on a host-memory backend */
+    uint64_t device_used;        /* device_total - free now: every process's use; 0 on the host */
+    uint64_t weights;            /* the weights as the backend holds them (cpu: the model's host
+                                  * tensors, read in place) and the runner's f32 copies of norm
+                                  * weights and biases (the CUDA backend uploads only matrices) */
+    uint64_t activations;        /* activation and workspace peak: the runner's step buffers (sized
+                                  * for max_num_batched_tokens), the backend's scratch from prepare()
+                                  * and the device allocator's rounding, and what the profiling steps
+                                  * added (step metadata, lazily loaded kernels and cuBLAS state) */
+    uint64_t cuda_graphs;        /* what capturing and replaying one decode graph took: about 0,
+                                  * since every buffer a graph reads is preallocated; 0 without graphs */
+    uint64_t kv_cache;           /* the KV cache now: num_kv_blocks x block_size x kv_bytes_per_token */
+    uint64_t other;              /* device_used - all of the above: CUDA context, cuBLAS, allocator
+                                  * rounding, other processes; 0 on the host */
+    uint64_t kv_bytes_per_token;
+    int num_kv_blocks, block_size;
+    int profiled;                /* 1 once lunar_runner_profile() has run */
+    int profile_tokens, profile_seqs;  /* its largest step: tokens over sequences */
+    int graph_seqs;              /* the decode batch its graph step captured (0: none) */
+} lunar_runner_memory_t;
+
+/* The breakdown now (the profile's figures once it has run). */
+int lunar_runner_memory(const lunar_runner_t *r, lunar_runner_memory_t *out);
+
+/* The profiling forward: runs the runner's largest step (max_num_batched_tokens tokens over
+ * as few sequences as the KV cache and max_seq_len allow: max_seq_len is the engine's
+ * max_model_len, 0 = no limit but the cache; at most max_num_seqs sequences), an eager decode
+ * step of max_num_seqs sequences, and, when the backend replays CUDA graphs, a decode step of
+ * min(max_num_seqs, the largest graph batch) twice (capture, replay), then a decode of
+ * max_num_seqs with every logits row, reading device memory around each, and fills `out` (may
+ * be NULL). Decode sequences get blocks of their own while the cache has a block per sequence,
+ * else distinct slots of shared blocks; a prefill sequence longer than the cache shares blocks. Whatever these steps create lazily (cuBLAS state, kernels loaded on first use,
+ * step metadata) exists afterwards, so the figures are the peak a served step reaches. The
+ * steps write garbage into the KV cache: run it before any sequence is in the cache. */
+int lunar_runner_profile(lunar_runner_t *r, int max_seq_len, lunar_runner_memory_t *out);
+
+/* Resizes the KV cache to num_kv_blocks blocks: frees both caches (K and V, every layer) and
+ * allocates the new ones, zeroed. Anything the backend captured that reads the old caches is
+ * dropped with them (the CUDA backend's graphs: their kernels hold the cache addresses; they are
+ * captured again on first use). The cache's contents are lost: call it before any sequence is
+ * in the cache. When the new size does not fit, the old size is restored and LUNAR_ENOMEM
+ * says how much was asked. */
+int lunar_runner_set_kv_blocks(lunar_runner_t *r, int num_kv_blocks);
+
 #ifdef __cplusplus
 }
 #endif
