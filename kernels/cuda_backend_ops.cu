@@ -8,8 +8,10 @@
  * over tiles of 128 keys read through the block table, a direct transcription of the CPU's
  * loop; the backend's attention is kernels/attention.cu (flash-decoding, tensor-core prefill).
  * Tuned where a decode step showed them (LUNAR_CUDA_PROFILE): RMSNorm (k_be_rmsnorm_v).
- * k_be_gemv, the decode GEMM of 1-4 rows, is used per matrix shape only where it beats cuBLAS
- * (timed at start-up by the backend).
+ * Decode GEMMs are cuBLAS's: a warp-per-row GEMV of our own, kept until 2026-11, timed faster
+ * than cuBLAS on some shapes one at a time (q/k/v 30 vs 34 us, wo 23 vs 32 us for one row on an
+ * H100) but made the whole CUDA-graph decode step slower (b1 7.82 ms forced on, 7.33 picked per
+ * shape, 6.98 ms with cuBLAS alone; bench/results/cuda_bench_h100.txt), and was removed.
  */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -267,91 +269,6 @@ __global__ void __launch_bounds__(1024) k_be_rmsnorm_v(T *out, const T *x, T *re
     }
 }
 
-/* Skinny GEMM for decode (R <= 4 rows of x): a warp streams NW = 2 rows of W with 16-byte
- * loads (both rows' loads in flight before any use) and keeps R dot products per row; x comes
- * through L1. W may be a stack of matrices (q/k/v): row n's output goes to its segment. The
- * backend times it against cuBLAS per shape at start-up and keeps the faster (cuBLAS's kernels
- * read [N][4096] matrices with N of 4096-6144 and the vocab at 40-50% of bandwidth for one row,
- * the MLP's well; bench/results/cuda_bench_h100.txt). */
-__device__ __forceinline__ void unpack8(uint4 v, const __nv_bfloat16 *, float f[8])
-{
-    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&v;
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        float2 p = __bfloat1622float2(h[i]);
-        f[2 * i] = p.x, f[2 * i + 1] = p.y;
-    }
-}
-__device__ __forceinline__ void unpack8(uint4 v, const __half *, float f[8])
-{
-    const __half2 *h = (const __half2 *)&v;
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        float2 p = __half22float2(h[i]);
-        f[2 * i] = p.x, f[2 * i + 1] = p.y;
-    }
-}
-
-#define GEMV_NW 2
-template <typename T, typename O, int R>
-__global__ void __launch_bounds__(256) k_be_gemv(lunar_cuda_be_segs_t out, const T *x, const T *W, int N, int K)
-{
-    int n0 = (int)(((long)blockIdx.x * blockDim.x + threadIdx.x) / 32) * GEMV_NW, lane = threadIdx.x % 32;
-    if (n0 >= N) return;
-    const T *w[GEMV_NW];
-#pragma unroll
-    for (int i = 0; i < GEMV_NW; i++) w[i] = W + (size_t)(n0 + i < N ? n0 + i : N - 1) * K; /* tail: a repeat */
-    float acc[GEMV_NW][R];
-#pragma unroll
-    for (int i = 0; i < GEMV_NW; i++)
-#pragma unroll
-        for (int r = 0; r < R; r++) acc[i][r] = 0;
-#pragma unroll 2
-    for (int k = lane * 8; k < K; k += 256) {
-        uint4 wv[GEMV_NW];
-#pragma unroll
-        for (int i = 0; i < GEMV_NW; i++) wv[i] = __ldg((const uint4 *)(w[i] + k));
-#pragma unroll
-        for (int r = 0; r < R; r++) {
-            float xf[8], wf[8];
-            unpack8(*(const uint4 *)(x + (size_t)r * K + k), x, xf);
-#pragma unroll
-            for (int i = 0; i < GEMV_NW; i++) {
-                unpack8(wv[i], W, wf);
-#pragma unroll
-                for (int e = 0; e < 8; e++) acc[i][r] += wf[e] * xf[e];
-            }
-        }
-    }
-#pragma unroll
-    for (int i = 0; i < GEMV_NW; i++) {
-        int n = n0 + i, seg = 0;
-        if (n >= N) break;
-        while (seg < out.count - 1 && n >= out.n[seg]) n -= out.n[seg++];
-        O *y = (O *)out.y[seg];
-#pragma unroll
-        for (int r = 0; r < R; r++) {
-            float v = acc[i][r];
-            for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-            if (lane == 0) st(&y[(size_t)r * out.n[seg] + n], v + (out.bias[seg] ? out.bias[seg][n] : 0.0f));
-        }
-    }
-}
-
-template <typename T, typename O>
-int gemv(const lunar_cuda_be_segs_t &out, const T *x, const T *W, int rows, int N, int K, cudaStream_t s)
-{
-    int blocks = ((N + GEMV_NW - 1) / GEMV_NW + 7) / 8;
-    switch (rows) {
-    case 1: k_be_gemv<T, O, 1><<<blocks, 256, 0, s>>>(out, x, W, N, K); break;
-    case 2: k_be_gemv<T, O, 2><<<blocks, 256, 0, s>>>(out, x, W, N, K); break;
-    case 3: k_be_gemv<T, O, 3><<<blocks, 256, 0, s>>>(out, x, W, N, K); break;
-    case 4: k_be_gemv<T, O, 4><<<blocks, 256, 0, s>>>(out, x, W, N, K); break;
-    default: return LUNAR_CUDA_BE_EARG;
-    }
-    return (int)cudaGetLastError();
-}
-
 /* --load-format dummy made on the device: model/dummy.c's values (lunar_model_dummy_params),
  * bit for bit (the f32 arithmetic is exact up to the one product by scale, then one rounding
  * to nearest even as the host's conversion), without 16 GB of host memory and its copy. */
@@ -495,28 +412,6 @@ extern "C" int lunar_cuda_be_split_cols(const lunar_cuda_be_segs_t *out, const v
     if (n < 1) return 0;
     DISPATCH(dt, (k_be_split_cols<A><<<grid_for(n, 256), 256, 0, S(stream)>>>(*out, (const A *)src, T, Ntot)));
     return launched();
-}
-
-extern "C" int lunar_cuda_be_gemv(const lunar_cuda_be_segs_t *out, int y_f32, const void *x, const void *W, int rows,
-                                  int K, lunar_dtype_t dt, void *stream)
-{
-    int N = 0;
-    for (int i = 0; i < out->count && i < LUNAR_CUDA_BE_SEGS; i++) N += out->n[i];
-    if (rows < 1 || rows > LUNAR_CUDA_BE_GEMV_ROWS || K % 8 || ((uintptr_t)x | (uintptr_t)W) % 16 ||
-        out->count < 1 || out->count > LUNAR_CUDA_BE_SEGS || N < 1)
-        return LUNAR_CUDA_BE_EARG;
-    cudaStream_t s = S(stream);
-    if (dt == LUNAR_DTYPE_BF16) {
-        typedef __nv_bfloat16 A;
-        return y_f32 ? gemv<A, float>(*out, (const A *)x, (const A *)W, rows, N, K, s)
-                     : gemv<A, A>(*out, (const A *)x, (const A *)W, rows, N, K, s);
-    }
-    if (dt == LUNAR_DTYPE_F16) {
-        typedef __half A;
-        return y_f32 ? gemv<A, float>(*out, (const A *)x, (const A *)W, rows, N, K, s)
-                     : gemv<A, A>(*out, (const A *)x, (const A *)W, rows, N, K, s);
-    }
-    return LUNAR_CUDA_BE_EARG;
 }
 
 extern "C" int lunar_cuda_be_dummy_fill(void *dst, lunar_dtype_t dt, uint64_t hash, size_t n, float scale, int is_norm,

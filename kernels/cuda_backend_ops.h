@@ -56,13 +56,6 @@ typedef struct lunar_cuda_be_segs {
 /* src [T][Ntot] (Ntot = sum of n[i]) to the segments of out. */
 int lunar_cuda_be_split_cols(const lunar_cuda_be_segs_t *out, const void *src, int T, int Ntot, lunar_dtype_t dt,
                              void *stream);
-/* y[r][n] = sum_k x[r][k] * W[n][k] (+ bias) for rows <= LUNAR_CUDA_BE_GEMV_ROWS, W [N][K] and
- * x of dt F16 or BF16, N = the sum of out->n: W may be a stack of matrices, row n's output going
- * to its segment of out (as lunar_cuda_be_split_cols). y of dt, or f32 when y_f32. K % 8 == 0
- * and x, W 16-byte aligned, else LUNAR_CUDA_BE_EARG. */
-#define LUNAR_CUDA_BE_GEMV_ROWS 4
-int lunar_cuda_be_gemv(const lunar_cuda_be_segs_t *out, int y_f32, const void *x, const void *W, int rows, int K,
-                       lunar_dtype_t dt, void *stream);
 /* n elements of a dummy tensor (lunar_model_dummy_params' generator) in dt at dst. */
 int lunar_cuda_be_dummy_fill(void *dst, lunar_dtype_t dt, uint64_t hash, size_t n, float scale, int is_norm,
                              void *stream);

@@ -62,12 +62,6 @@ typedef struct cuda_backend {
     void *gather;         /* [max_tokens][max_k] act: rows picked for the logits */
     void *attn_ws;        /* lunar_cuda_attention's workspace, sized in prepare for any step */
     void *fuse;           /* [FUSE_MAX_T][widest stacked group] act: gemm_multi's output before its split */
-    int gemv_mode;        /* LUNAR_CUDA_GEMV: -1 tuned (default), 0 never, 1 always where it applies */
-    struct gemv_pick {    /* per GEMM shape, for 1..GEMV_ROWS rows: 1 = k_be_gemv beat cuBLAS */
-        int N, K, y_f32;
-        signed char use[LUNAR_CUDA_BE_GEMV_ROWS + 1];
-    } picks[8];
-    int npicks;
     size_t fuse_elems;
     size_t attn_ws_bytes;
 
@@ -404,98 +398,6 @@ static void gemm(cuda_backend_t *c, const char *op, void *y, cudaDataType_t ytyp
     gemm_w(c, op, y, ytype, x, T, W, d);
 }
 
-/* Median time (ms) of 5 runs of one GEMM of `rows` rows, after 2 untimed ones, each run on the
- * next layer's copy of the matrix (ds[0..nd)) so that none is served from L2 as no decode step's
- * would be (the H100's 50 MB L2 holds a whole [4096][4096] bf16 matrix). */
-static float gemv_time(cuda_backend_t *c, int gemv, const lunar_cuda_be_segs_t *o, int y_f32, const void *x,
-                       const void *const *ds, int nd, int rows, int N, int K, cudaEvent_t e0, cudaEvent_t e1)
-{
-    float t[5] = {0};
-    lunar_tensor_t W = {.dtype = c->be.act_dtype, .ndim = 2, .shape = {N, K}};
-    for (int i = -2; i < 5; i++) {
-        const void *d = ds[(i + 2) % nd];
-        cudaEventRecord(e0, c->stream);
-        if (gemv) check(c, "gemv tune", lunar_cuda_be_gemv(o, y_f32, x, d, rows, K, c->be.act_dtype, c->stream));
-        else gemm_w(c, "gemv tune", o->y[0], y_f32 ? CUDA_R_32F : cuda_type(c->be.act_dtype), x, rows, &W, d);
-        cudaEventRecord(e1, c->stream);
-        cudaEventSynchronize(e1);
-        if (i >= 0) cudaEventElapsedTime(&t[i], e0, e1);
-    }
-    for (int i = 1; i < 5; i++) /* insertion sort of five */
-        for (int j = i; j > 0 && t[j] < t[j - 1]; j--) {
-            float u = t[j];
-            t[j] = t[j - 1], t[j - 1] = u;
-        }
-    return t[2];
-}
-
-/* The decode GEMM for 1..4 rows is k_be_gemv or cuBLAS, whichever is faster for the shape:
- * cuBLAS's choice of kernel differs by shape (on an H100 it reads Llama-3-8B's [6144][4096]
- * q/k/v and the [128256][4096] vocab at under half the copy bandwidth for one row, its MLP
- * matrices at ~85%), so each of the model's shapes (layer 0's, which every layer shares) is
- * timed once here, on the real weights, both ways. A few tens of ms at start-up. */
-static void gemv_tune(cuda_backend_t *c, const lunar_model_t *m)
-{
-    c->gemv_mode = -1;
-    const char *e = getenv("LUNAR_CUDA_GEMV");
-    if (e && (!strcmp(e, "0") || !strcmp(e, "1"))) c->gemv_mode = atoi(e);
-    if (c->gemv_mode >= 0 || c->be.act_dtype == LUNAR_DTYPE_F32) return;
-    const lunar_model_config_t *cfg = lunar_model_config(m);
-    const lunar_weights_t *w = lunar_model_weights(m);
-    const lunar_layer_weights_t *l0 = &w->layers[0];
-    int L = cfg->num_layers < 8 ? cfg->num_layers : 8;
-    struct { const lunar_tensor_t *first; int N, y_f32; } shapes[] = {
-        {l0->wq, (int)(l0->wq->shape[0] + l0->wk->shape[0] + l0->wv->shape[0]), 0}, {l0->wo, 0, 0},
-        {l0->w_gate, (int)(l0->w_gate->shape[0] + l0->w_up->shape[0]), 0}, {l0->w_down, 0, 0},
-        {w->lm_head, 0, 1}};
-    size_t maxn = 0, maxk = 0;
-    for (int i = 0; i < 5; i++) {
-        if (!shapes[i].first) continue;
-        size_t N = shapes[i].N ? (size_t)shapes[i].N : (size_t)shapes[i].first->shape[0];
-        if (N > maxn) maxn = N;
-        if ((size_t)shapes[i].first->shape[1] > maxk) maxk = (size_t)shapes[i].first->shape[1];
-    }
-    void *x = NULL, *y = NULL;
-    cudaEvent_t e0 = NULL, e1 = NULL;
-    if (cudaMalloc(&x, maxk * LUNAR_CUDA_BE_GEMV_ROWS * 2) != cudaSuccess ||
-        cudaMalloc(&y, maxn * LUNAR_CUDA_BE_GEMV_ROWS * 4) != cudaSuccess || cudaEventCreate(&e0) != cudaSuccess ||
-        cudaEventCreate(&e1) != cudaSuccess) {
-        (void)cudaGetLastError();
-        goto done; /* no picks: cuBLAS everywhere */
-    }
-    cudaMemsetAsync(x, 0, maxk * LUNAR_CUDA_BE_GEMV_ROWS * 2, c->stream);
-    for (int i = 0; i < 5 && c->npicks < (int)(sizeof c->picks / sizeof *c->picks); i++) {
-        const lunar_tensor_t *W = shapes[i].first;
-        if (!W) continue;
-        int N = shapes[i].N ? shapes[i].N : (int)W->shape[0], K = (int)W->shape[1];
-        const void *ds[8];
-        int nd = 0;
-        for (int l = 0; l < (i == 4 ? 1 : L); l++) { /* the same matrix in the next layers */
-            const lunar_layer_weights_t *lw = &w->layers[l];
-            const lunar_tensor_t *t = i == 0 ? lw->wq : i == 1 ? lw->wo : i == 2 ? lw->w_gate : i == 3 ? lw->w_down : W;
-            if ((ds[nd] = find_weight(c, t))) nd++;
-        }
-        if (!nd || K % 8) continue;
-        struct gemv_pick *p = &c->picks[c->npicks++];
-        *p = (struct gemv_pick){N, K, shapes[i].y_f32, {0}};
-        lunar_cuda_be_segs_t o = {{y}, {NULL}, {N}, 1};
-        char line[160];
-        int n = snprintf(line, sizeof line, "[%d][%d]%s, us cuBLAS/GEMV by rows:", N, K, p->y_f32 ? " f32 out" : "");
-        for (int r = 1; r <= LUNAR_CUDA_BE_GEMV_ROWS; r++) {
-            float tb = gemv_time(c, 0, &o, p->y_f32, x, ds, nd, r, N, K, e0, e1);
-            float tg = gemv_time(c, 1, &o, p->y_f32, x, ds, nd, r, N, K, e0, e1);
-            p->use[r] = tg < tb;
-            if (n < (int)sizeof line) n += snprintf(line + n, sizeof line - n, " %.0f/%.0f", 1e3 * tb, 1e3 * tg);
-        }
-        lunar_log(LUNAR_LOG_DEBUG, "cuda", "decode GEMM %s", line);
-    }
-done:
-    if (e0) cudaEventDestroy(e0);
-    if (e1) cudaEventDestroy(e1);
-    cudaFree(x), cudaFree(y);
-    c->err = 0; /* a failed timing leaves cuBLAS in place, not a broken backend */
-}
-
 static int cuda_prepare(lunar_backend_t *be, const lunar_model_t *m)
 {
     cuda_backend_t *c = CB(be);
@@ -547,7 +449,6 @@ static int cuda_prepare(lunar_backend_t *be, const lunar_model_t *m)
     if (c->attn_ws) c->fuse = cuda_alloc(be, c->fuse_elems * lunar_dtype_size(dt));
     if (!c->fuse) c->fuse_elems = 0;
     if (!c->attn_ws) return lunar_error(LUNAR_ENOMEM, "cuda backend: out of GPU memory for the attention workspace");
-    gemv_tune(c, m);
     double dt_s = now_s() - c->upload_t0;
     lunar_log(LUNAR_LOG_INFO, "cuda", "weights: %.2f GiB in %d tensors (%s), uploaded in %.2f s (%.1f GiB/s)",
               c->weight_bytes / 1073741824.0, c->nw, lunar_dtype_name(dt), dt_s,
@@ -772,25 +673,8 @@ static void cuda_add_rmsnorm(lunar_backend_t *be, void *resid, const void *delta
           lunar_cuda_be_rmsnorm(out, delta, resid, w, R, dim, eps, be->act_dtype, CB(be)->stream));
 }
 
-/* Whether the decode GEMV takes a GEMM of T rows of this shape (see gemv_tune). */
-static int use_gemv(const cuda_backend_t *c, int N, int K, int y_f32, int T)
-{
-    if (c->be.act_dtype == LUNAR_DTYPE_F32 || T > LUNAR_CUDA_BE_GEMV_ROWS || K % 8 || !c->gemv_mode) return 0;
-    if (c->gemv_mode > 0) return 1;
-    for (int i = 0; i < c->npicks; i++)
-        if (c->picks[i].N == N && c->picks[i].K == K && c->picks[i].y_f32 == y_f32) return c->picks[i].use[T];
-    return 0;
-}
-
 static void gemm_one(cuda_backend_t *c, void *y, const void *x, int T, const lunar_tensor_t *W, const float *bias)
 {
-    int N = (int)W->shape[0], K = (int)W->shape[1];
-    const void *d = find_weight(c, W);
-    if (d && use_gemv(c, N, K, 0, T)) {
-        lunar_cuda_be_segs_t o = {{y}, {bias}, {N}, 1};
-        check(c, "gemm", lunar_cuda_be_gemv(&o, 0, x, d, T, K, c->be.act_dtype, c->stream));
-        return;
-    }
     gemm(c, "gemm", y, cuda_type(c->be.act_dtype), x, T, W);
     if (bias)
         check(c, "gemm bias", lunar_cuda_be_add_bias(y, bias, T, (int)W->shape[0], c->be.act_dtype, c->stream));
@@ -832,10 +716,6 @@ static void cuda_gemm_multi(lunar_backend_t *be, void *const *ys, const void *x,
         if (i && (char *)ys[i] != (char *)ys[i - 1] + (size_t)T * Ws[i - 1]->shape[0] * esz) adjacent = 0;
         o.y[i] = ys[i], o.bias[i] = biases[i], o.n[i] = (int)Ws[i]->shape[0];
         Ntot += o.n[i], any_bias |= biases[i] != NULL;
-    }
-    if (stacked && use_gemv(c, Ntot, K, 0, T)) {
-        check(c, "gemm", lunar_cuda_be_gemv(&o, 0, x, d0, T, K, be->act_dtype, c->stream));
-        return;
     }
     if (stacked && T == 1 && adjacent) {
         lunar_tensor_t all = *Ws[0];
@@ -928,12 +808,7 @@ static void cuda_logits(lunar_backend_t *be, float *out, const void *x, const lu
         prof_op(c, (double)W->nbytes, "logits rows=%d %dx%d", n_rows, (int)W->shape[0], dim);
         check(c, "logits gather", lunar_cuda_be_gather_rows(c->gather, x, c->lidx + i0, n_rows, dim, be->act_dtype,
                                                             c->stream));
-        const void *d = find_weight(c, W);
-        lunar_cuda_be_segs_t o = {{out}, {NULL}, {(int)W->shape[0]}, 1};
-        if (d && use_gemv(c, (int)W->shape[0], dim, 1, n_rows))
-            check(c, "logits", lunar_cuda_be_gemv(&o, 1, c->gather, d, n_rows, dim, be->act_dtype, c->stream));
-        else
-            gemm(c, "logits", out, CUDA_R_32F, c->gather, n_rows, W);
+        gemm(c, "logits", out, CUDA_R_32F, c->gather, n_rows, W);
     }
     graph_leave(c, i0 == 0 && n_rows == c->num_logits);
 }

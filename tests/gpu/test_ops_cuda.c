@@ -480,30 +480,6 @@ static void run_mode(lunar_dtype_t dt, const char *dtype)
                         test_attention(hds[h], ratios[r], bsi ? 13 : 16, w ? 300 : 0);
                     }
     }
-    /* the decode GEMV (1..4 rows), which the backend picks per shape by timing: forced here on a
-     * second backend so that every shape and row count checks it */
-    lunar_backend_t *tuned = gpu;
-    if (!rc && dt != LUNAR_DTYPE_F32) {
-        setenv("LUNAR_CUDA_GEMV", "1", 1);
-        gpu = NULL;
-        rc = lunar_backend_cuda_create(&p, &gpu);
-        unsetenv("LUNAR_CUDA_GEMV");
-        if (!rc) rc = gpu->prepare(gpu, m);
-        CHECK_MSG(rc == 0, "%s: backend with LUNAR_CUDA_GEMV=1: %s", mode_name, lunar_errmsg());
-        if (!rc) {
-            printf("(LUNAR_CUDA_GEMV=1: k_be_gemv for every GEMM of 1..4 rows)\n");
-            for (int wi = 0; wi < NGEMM; wi++)
-                for (int T = 1; T <= 4; T++) test_gemm(T, wi, (wi + T) & 1);
-            for (int T = 1; T <= 4; T++) {
-                test_gemm_multi(T, 0, 3, T & 1);
-                test_gemm_multi(T, 4, 2, 0);
-            }
-            test_logits(40, 4, 0, 4);
-            test_logits(40, 24, 3, 1);
-        }
-        if (gpu) gpu->free(gpu);
-    }
-    gpu = tuned;
     if (gpu) gpu->free(gpu), gpu = NULL;
     if (cpu) cpu->free(cpu), cpu = NULL;
     swap_out();
