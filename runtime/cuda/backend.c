@@ -48,6 +48,7 @@ typedef struct cuda_backend {
     int nw, capw;
     size_t weight_bytes;
     const lunar_model_t *model; /* the one prepare() uploaded (its dummy tensors' generators) */
+    int dummy_made;       /* tensors generated in place rather than uploaded */
     size_t upload_total;  /* bytes prepare() will upload (the progress bar's 100%) */
     double upload_t0;
     int upload_pct;       /* last percentage drawn; -1: no bar (stderr not a terminal) */
@@ -356,6 +357,7 @@ static int upload_group(cuda_backend_t *c, const lunar_tensor_t *const *ts, int 
             int rc = lunar_cuda_be_dummy_fill(d + off, t->dtype, dp.hash, t->nbytes / lunar_dtype_size(t->dtype),
                                               dp.scale, dp.is_norm, c->stream);
             e = rc == LUNAR_CUDA_BE_EARG ? cudaErrorInvalidValue : (cudaError_t)rc;
+            c->dummy_made++;
             if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
         }
         if (e != cudaSuccess) {
@@ -450,8 +452,9 @@ static int cuda_prepare(lunar_backend_t *be, const lunar_model_t *m)
     if (!c->fuse) c->fuse_elems = 0;
     if (!c->attn_ws) return lunar_error(LUNAR_ENOMEM, "cuda backend: out of GPU memory for the attention workspace");
     double dt_s = now_s() - c->upload_t0;
-    lunar_log(LUNAR_LOG_INFO, "cuda", "weights: %.2f GiB in %d tensors (%s), uploaded in %.2f s (%.1f GiB/s)",
-              c->weight_bytes / 1073741824.0, c->nw, lunar_dtype_name(dt), dt_s,
+    lunar_log(LUNAR_LOG_INFO, "cuda", "weights: %.2f GiB in %d tensors (%s) %s in %.2f s (%.1f GiB/s)",
+              c->weight_bytes / 1073741824.0, c->nw, lunar_dtype_name(dt),
+              c->dummy_made ? "made on the GPU (--load-format dummy)" : "uploaded", dt_s,
               dt_s > 0 ? c->weight_bytes / 1073741824.0 / dt_s : 0.0);
     return 0;
 }
