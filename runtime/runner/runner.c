@@ -38,6 +38,13 @@ struct lunar_runner {
                                      * which a Lua state closing may have freed first */
     float *final_norm;
     float *inv_freq, attn_factor;   /* [rot/2], host */
+    /* a decode step padded to its batch-size bucket (see pad_decode): host arrays, grown */
+    struct {
+        int32_t *ids, *pos, *qs, *lens, *tables, *lidx;
+        int64_t *slot;
+        int cap, cap_tab;
+        lunar_batch_t b;
+    } pad;
     int rot;
 
     char *kcache, *vcache;          /* [layers][blocks][block_size][kv_heads][head_dim] kv_dtype */
@@ -257,6 +264,8 @@ void lunar_runner_free(lunar_runner_t *r)
                     r->logits};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) bfree(be, bufs[i]);
     free(r->inv_freq), free(r->dyn_freq), free(r->cs_host);
+    free(r->pad.ids), free(r->pad.pos), free(r->pad.qs), free(r->pad.lens), free(r->pad.tables), free(r->pad.lidx);
+    free(r->pad.slot);
     be->free(be);
     free(r);
 }
@@ -336,10 +345,60 @@ static void gemm_multi(lunar_backend_t *be, void *const *ys, const void *x, int 
 /* The decoder up to the final norm: on return r->xn holds the final-normed hidden state of
  * every batch token, and the step is open (begin_step ran; the caller issues the logits and
  * ends it). */
-static int run_decoder(lunar_runner_t *r, const lunar_batch_t *b)
+/* vLLM's decode batch sizes for CUDA graphs: 1, 2, 4, then multiples of 8. */
+static int graph_bucket(int n) { return n <= 1 ? 1 : n <= 2 ? 2 : n <= 4 ? 4 : (n + 7) / 8 * 8; }
+
+/* A decode step (one token per sequence, a logits row each, in order) on a backend with CUDA
+ * graphs is padded to its batch-size bucket with dummy sequences: token 0 at position 0, no
+ * cache slot (-1: kv_write skips it), a one-token context in block 0 (read, never written),
+ * and a logits row each. So a server whose batch wanders over 1..256 replays ~35 graph shapes
+ * instead of capturing one per size. The padded rows' logits are computed and dropped. Returns
+ * b itself when no padding applies, else the runner's padded copy. */
+static const lunar_batch_t *pad_decode(lunar_runner_t *r, const lunar_batch_t *b)
 {
-    int rc = check_batch(r, b);
+    int T = b->num_tokens, B = graph_bucket(T);
+    int limit = r->be->graph_max_tokens;
+    if (limit > r->o.max_num_seqs) limit = r->o.max_num_seqs;
+    if (limit > r->o.max_num_batched_tokens) limit = r->o.max_num_batched_tokens;
+    if (B == T || B > limit || b->num_seqs != T || b->num_logits != T) return b;
+    for (int i = 0; i < T; i++)
+        if (b->logits_indices[i] != i) return b;
+    int W = b->max_blocks_per_seq;
+    if (B > r->pad.cap || B * W > r->pad.cap_tab) { /* grown to the largest seen */
+        int cap = B > r->pad.cap ? B : r->pad.cap, cap_tab = B * W > r->pad.cap_tab ? B * W : r->pad.cap_tab;
+        int32_t *p[6] = {realloc(r->pad.ids, 4 * (size_t)cap), realloc(r->pad.pos, 4 * (size_t)cap),
+                         realloc(r->pad.qs, 4 * ((size_t)cap + 1)), realloc(r->pad.lens, 4 * (size_t)cap),
+                         realloc(r->pad.tables, 4 * (size_t)cap_tab), realloc(r->pad.lidx, 4 * (size_t)cap)};
+        int64_t *slot = realloc(r->pad.slot, 8 * (size_t)cap);
+        r->pad.ids = p[0] ? p[0] : r->pad.ids, r->pad.pos = p[1] ? p[1] : r->pad.pos;
+        r->pad.qs = p[2] ? p[2] : r->pad.qs, r->pad.lens = p[3] ? p[3] : r->pad.lens;
+        r->pad.tables = p[4] ? p[4] : r->pad.tables, r->pad.lidx = p[5] ? p[5] : r->pad.lidx;
+        r->pad.slot = slot ? slot : r->pad.slot;
+        if (!p[0] || !p[1] || !p[2] || !p[3] || !p[4] || !p[5] || !slot) return b; /* unpadded: still correct */
+        r->pad.cap = cap, r->pad.cap_tab = cap_tab;
+    }
+    memcpy(r->pad.ids, b->token_ids, 4 * (size_t)T);
+    memcpy(r->pad.pos, b->positions, 4 * (size_t)T);
+    memcpy(r->pad.slot, b->slot_mapping, 8 * (size_t)T);
+    memcpy(r->pad.qs, b->query_start, 4 * ((size_t)T + 1));
+    memcpy(r->pad.lens, b->seq_lens, 4 * (size_t)T);
+    memcpy(r->pad.tables, b->block_tables, 4 * (size_t)T * W);
+    memset(r->pad.tables + (size_t)T * W, 0, 4 * (size_t)(B - T) * W);
+    for (int i = 0; i < B; i++) r->pad.lidx[i] = i;
+    for (int i = T; i < B; i++) {
+        r->pad.ids[i] = 0, r->pad.pos[i] = 0, r->pad.slot[i] = -1;
+        r->pad.qs[i + 1] = i + 1, r->pad.lens[i] = 1;
+    }
+    r->pad.b = (lunar_batch_t){B, B, r->pad.ids, r->pad.pos, r->pad.slot, r->pad.qs, r->pad.lens, r->pad.tables, W,
+                               r->pad.lidx, B};
+    return &r->pad.b;
+}
+
+static int run_decoder(lunar_runner_t *r, const lunar_batch_t *real, const lunar_batch_t **ran)
+{
+    int rc = check_batch(r, real);
     if (rc) return rc;
+    const lunar_batch_t *b = *ran = pad_decode(r, real);
     const lunar_model_config_t *c = r->c;
     const lunar_weights_t *w = r->w;
     lunar_backend_t *be = r->be;
@@ -390,14 +449,20 @@ static int run_decoder(lunar_runner_t *r, const lunar_batch_t *b)
 
 int lunar_runner_forward(lunar_runner_t *r, const lunar_batch_t *b, float *logits)
 {
-    int rc = run_decoder(r, b);
+    const lunar_batch_t *ran = b;
+    int rc = run_decoder(r, b, &ran);
     if (rc) return rc;
     lunar_backend_t *be = r->be;
     const lunar_weights_t *w = r->w;
     /* logits only for the rows asked for (xn is final-normed now); straight into the caller's
-     * buffer when backend memory is host memory, else in chunks of max_num_seqs rows */
+     * buffer when backend memory is host memory, else in chunks of max_num_seqs rows. A padded
+     * step (ran != b) computes its padding rows too, in one chunk, and copies out b's. */
     int V = r->c->vocab_size, chunk = be->host_memory ? b->num_logits : r->o.max_num_seqs;
-    for (int i0 = 0; i0 < b->num_logits; i0 += chunk) {
+    if (ran != b) {
+        be->logits(be, r->logits, r->xn, ran, 0, ran->num_logits, w->lm_head);
+        be->copy_out(be, logits, r->logits, sizeof(float) * (size_t)b->num_logits * V);
+    }
+    for (int i0 = 0; ran == b && i0 < b->num_logits; i0 += chunk) {
         int n = b->num_logits - i0 < chunk ? b->num_logits - i0 : chunk;
         float *dst = be->host_memory ? logits + (size_t)i0 * V : r->logits;
         be->logits(be, dst, r->xn, b, i0, n, w->lm_head);
@@ -417,10 +482,13 @@ int lunar_runner_forward_sample(lunar_runner_t *r, const lunar_batch_t *b, const
     if (!s || s->num_rows != b->num_logits)
         return lunar_error(LUNAR_EINVAL, "forward_sample: %d sample rows for %d logits rows", s ? s->num_rows : -1,
                            b->num_logits);
-    int rc = run_decoder(r, b);
+    const lunar_batch_t *ran = b;
+    int rc = run_decoder(r, b, &ran);
     if (rc) return rc;
-    /* the logits stay in backend memory and are sampled there, max_num_seqs rows at a time */
+    /* the logits stay in backend memory and are sampled there, max_num_seqs rows at a time; a
+     * padded step's logits (all its rows, one chunk) are sampled for b's rows only */
     int chunk = r->o.max_num_seqs;
+    if (ran != b) be->logits(be, r->logits, r->xn, ran, 0, ran->num_logits, r->w->lm_head);
     for (int i0 = 0; i0 < b->num_logits; i0 += chunk) {
         int n = b->num_logits - i0 < chunk ? b->num_logits - i0 : chunk;
         size_t t = (size_t)i0 * (size_t)s->top_stride;
@@ -430,7 +498,7 @@ int lunar_runner_forward_sample(lunar_runner_t *r, const lunar_batch_t *b, const
             .tokens = s->tokens + i0, .logprobs = s->logprobs ? s->logprobs + i0 : NULL,
             .top_ids = s->top_ids ? s->top_ids + t : NULL, .top_logprobs = s->top_logprobs ? s->top_logprobs + t : NULL,
         };
-        be->logits(be, r->logits, r->xn, b, i0, n, r->w->lm_head);
+        if (ran == b) be->logits(be, r->logits, r->xn, b, i0, n, r->w->lm_head);
         be->sample(be, r->logits, r->c->vocab_size, &part);
     }
     rc = be->end_step(be);
