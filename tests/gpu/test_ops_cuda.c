@@ -471,7 +471,7 @@ static void run_mode(lunar_dtype_t dt, const char *dtype)
         test_logits(40, 24, 0, 24);
         test_logits(40, 24, 3, 5);
         static const int hds[] = {64, 72, 80, 128}, ratios[] = {1, 4, 8};
-        for (int h = 0; h < 3; h++)
+        for (int h = 0; h < (int)(sizeof hds / sizeof *hds); h++)
             for (int r = 0; r < 3; r++)
                 for (int bsi = 0; bsi < 2; bsi++)
                     for (int w = 0; w < 2; w++) {
