@@ -516,7 +516,7 @@ k_fa_prefill(T *out, const T *q, const T *kc, const T *vc, attn_args a, const in
     int sr = warp * 16 + (lane >> 1), c0 = (lane & 1) * (FA_BK / 2);
     int spos = pos0 + sr, slo = a.window > 0 ? spos - a.window + 1 : 0;
     bool srow_ok = sr < nq;
-    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc, fo[HD / 16];
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[FA_BK / 16], fo[HD / 16];
 #pragma unroll
     for (int d = 0; d < HD / 16; d++) wmma::fill_fragment(fo[d], 0.0f);
     /* K/V tiles are fetched into registers one tile ahead: the next tile's loads are in
@@ -546,19 +546,25 @@ k_fa_prefill(T *out, const T *q, const T *kc, const T *vc, attn_args a, const in
         if (k0 + FA_BK < kend) {
             FA_FETCH(k0 + FA_BK)
         }
-        /* S = Q K^T for this warp's 16 rows: K stored key-major is K^T column-major */
-        for (int j = 0; j < FA_BK / 16; j++) {
-            wmma::fill_fragment(acc, 0.0f);
+        /* S = Q K^T for this warp's 16 rows: K stored key-major is K^T column-major. The four
+         * 16-key column blocks accumulate side by side (four independent MMA chains, each Q
+         * fragment loaded once) rather than one chain after another. */
 #pragma unroll
-            for (int k = 0; k < HD / 16; k++) {
-                wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fq;
+        for (int j = 0; j < FA_BK / 16; j++) wmma::fill_fragment(acc[j], 0.0f);
+#pragma unroll
+        for (int k = 0; k < HD / 16; k++) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fq;
+            wmma::load_matrix_sync(fq, sQ + warp * 16 * L::LDQ + k * 16, L::LDQ);
+#pragma unroll
+            for (int j = 0; j < FA_BK / 16; j++) {
                 wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> fk;
-                wmma::load_matrix_sync(fq, sQ + warp * 16 * L::LDQ + k * 16, L::LDQ);
                 wmma::load_matrix_sync(fk, sK + j * 16 * L::LDQ + k * 16, L::LDQ);
-                wmma::mma_sync(acc, fq, fk, acc);
+                wmma::mma_sync(acc[j], fq, fk, acc[j]);
             }
-            wmma::store_matrix_sync(sS + warp * 16 * L::LDS + j * 16, acc, L::LDS, wmma::mem_row_major);
         }
+#pragma unroll
+        for (int j = 0; j < FA_BK / 16; j++)
+            wmma::store_matrix_sync(sS + warp * 16 * L::LDS + j * 16, acc[j], L::LDS, wmma::mem_row_major);
         __syncwarp();
         {
             float *srow = sS + sr * L::LDS + c0;
