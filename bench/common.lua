@@ -69,4 +69,18 @@ function M.device_gbs()
   return 2 * n / M.median(times) / 1e9
 end
 
+-- One decode step of B sequences in lunar_batch_t b, whose arrays (b's fields are const) are
+-- a = {tok, pos, slot, qs, lens, li}, sized for B: sequence s owns blocks [s*per_seq,
+-- (s+1)*per_seq) of block_size bs and decodes one token at position p, its logits row s; token
+-- ids vary with s and `step` (never 0..2).
+function M.decode_batch(b, a, B, p, step, per_seq, bs, V)
+  local tok, pos, slot, qs, lens, li = a.tok, a.pos, a.slot, a.qs, a.lens, a.li
+  for s = 0, B - 1 do
+    tok[s], pos[s], slot[s] = 3 + (s * 31 + step) % (V - 3), p, s * per_seq * bs + p
+    qs[s], lens[s], li[s] = s, p + 1, s
+  end
+  qs[B] = B
+  b.num_tokens, b.num_seqs, b.num_logits = B, B, B
+end
+
 return M

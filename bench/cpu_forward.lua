@@ -107,6 +107,7 @@ for spec in models:gmatch("[^,]+") do
   local b = ffi.new("lunar_batch_t")
   b.token_ids, b.positions, b.slot_mapping, b.query_start = tok, pos, slot, qs
   b.seq_lens, b.block_tables, b.max_blocks_per_seq, b.logits_indices = lens, bt, per_seq, li
+  local arrays = { tok = tok, pos = pos, slot = slot, qs = qs, lens = lens, li = li }
 
   local function row(case, tokens, secs, cpu_secs)
     local tps = tokens / secs
@@ -129,13 +130,7 @@ for spec in models:gmatch("[^,]+") do
   for _, B in ipairs(maxb > 1 and { 1, maxb } or { 1 }) do
     local step = 0
     local function decode()
-      local p = opts.decode_ctx + step % 64
-      for s = 0, B - 1 do
-        tok[s], pos[s], slot[s] = 3 + (s * 31 + step) % (V - 3), p, s * per_seq * bs + p
-        qs[s], lens[s], li[s] = s, p + 1, s
-      end
-      qs[B] = B
-      b.num_tokens, b.num_seqs, b.num_logits = B, B, B
+      bench.decode_batch(b, arrays, B, opts.decode_ctx + step % 64, step, per_seq, bs, V)
       assert(lffi.check(C.lunar_runner_forward(r, b, logits)))
       step = step + 1
     end

@@ -5,7 +5,7 @@
 --   build/lunar run bench/cuda_bench.lua [--models DIR[:dummy]] [--dtype bfloat16]
 --       [--batches 1,8,32,64,128] [--prompt 512] [--out 64] [--ttft 512,4096] [--seconds 2] [--sampling gpu|host]
 --
--- Built on bench/cuda_decode.lua: it drives the runner on the "cuda" backend directly (no
+-- It drives the runner on the "cuda" backend directly (no
 -- engine or scheduler). A decode step is lunar_runner_forward_sample with greedy rows, the
 -- engine's path on a GPU: logits stay on the device, the tokens come back (--sampling host:
 -- lunar_runner_forward, every logits row copied to the host, the engine's fallback path); a
@@ -112,6 +112,7 @@ for spec in models:gmatch("[^,]+") do
   local b = ffi.new("lunar_batch_t")
   b.token_ids, b.positions, b.slot_mapping, b.query_start = tok, pos, slot, qs
   b.seq_lens, b.block_tables, b.max_blocks_per_seq, b.logits_indices = lens, bt, per_seq, li
+  local arrays = { tok = tok, pos = pos, slot = slot, qs = qs, lens = lens, li = li }
   -- KV bytes per token: K and V of every layer, in the cache's dtype (the model's).
   local kv_tok = 2 * c.num_layers * c.num_kv_heads * c.head_dim
     * (opts.dtype == "float32" and 4 or 2)
@@ -130,13 +131,7 @@ for spec in models:gmatch("[^,]+") do
   for _, B in ipairs(batches) do
     local step = 0
     local function decode()
-      local p = opts.prompt + step % opts.out
-      for s = 0, B - 1 do
-        tok[s], pos[s], slot[s] = 3 + (s * 31 + step) % (V - 3), p, s * per_seq * bs + p
-        qs[s], lens[s], li[s] = s, p + 1, s
-      end
-      qs[B] = B
-      b.num_tokens, b.num_seqs, b.num_logits = B, B, B
+      bench.decode_batch(b, arrays, B, opts.prompt + step % opts.out, step, per_seq, bs, V)
       if on_gpu then
         sb.num_rows = B
         assert(lffi.check(C.lunar_runner_forward_sample(r, b, sb)))

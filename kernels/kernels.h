@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "lunar/batch.h"
 #include "lunar/model.h"
 
 #ifdef __cplusplus
@@ -77,28 +78,16 @@ int lunar_cuda_attention(void *out, const void *q, const void *k_cache, const vo
 /* out[r] = the first index of the largest value of logits row r ([rows][vocab], f32). */
 int lunar_cuda_argmax(int32_t *out, const float *logits, int rows, int vocab, void *stream);
 
-/* One row's sampling settings, the CPU sampler's semantics (runtime/sampler). */
-typedef struct lunar_cuda_sample_params {
-    float temperature;        /* < 1e-5: greedy */
-    float top_p;              /* 1 = off */
-    float min_p;              /* 0 = off */
-    float presence_penalty, frequency_penalty, repetition_penalty;
-    int top_k;                /* <= 0: off */
-    int seq_index;            /* the generator's stream: (seed, seq_index, position) */
-    int position;             /* output tokens so far */
-    int pad_;
-    uint64_t seed;
-} lunar_cuda_sample_params_t;
-
 /* Samples one token per logits row, bit-for-bit the CPU sampler's algorithm: suppression and
  * penalties, greedy below temperature 1e-5, else probabilities relative to the best, min-p,
  * top-k and top-p in (probability desc, id asc) order, one uniform draw from
  * (seed, seq_index, position). Penalty entries of row r are pen_ids/pen_counts
  * [pen_start[r], pen_start[r+1]): each token of prompt ∪ output ∪ suppressed once, with its
  * count in the output so far, or -1 to suppress it (-inf). logits [rows][vocab] f32 is read
- * only; work [rows][vocab] f32 is scratch. params [rows] on the device. */
+ * only; work [rows][vocab] f32 is scratch. params [rows] on the device: the engine's rows
+ * (lunar/batch.h) as they are, their logprobs field unused here. */
 int lunar_cuda_sample(int32_t *tokens, const float *logits, float *work, int rows, int vocab,
-                      const lunar_cuda_sample_params_t *params, const int32_t *pen_start,
+                      const lunar_sample_row_t *params, const int32_t *pen_start,
                       const int32_t *pen_ids, const int32_t *pen_counts, void *stream);
 
 /* log_softmax of raw logits rows: lp[r] = logprob of tokens[r] (tokens/lp may be NULL), and the

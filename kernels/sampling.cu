@@ -119,12 +119,12 @@ __device__ uint64_t bisect_key(const float *q, int vocab, uint64_t lo, uint64_t 
 
 __global__ void __launch_bounds__(SAMPLE_THREADS)
 k_sample(int32_t *tokens, const float *logits, float *work, int vocab,
-         const lunar_cuda_sample_params_t *params, const int32_t *pen_start,
+         const lunar_sample_row_t *params, const int32_t *pen_start,
          const int32_t *pen_ids, const int32_t *pen_counts)
 {
     __shared__ double s_scan[SAMPLE_THREADS];
     int row = blockIdx.x;
-    const lunar_cuda_sample_params_t p = params[row];
+    const lunar_sample_row_t p = params[row];
     const float *raw = logits + (size_t)row * vocab;
     float *x = work + (size_t)row * vocab;
     for (int v = threadIdx.x; v < vocab; v += SAMPLE_THREADS) x[v] = raw[v];
@@ -219,7 +219,7 @@ k_sample(int32_t *tokens, const float *logits, float *work, int vocab,
 }
 
 extern "C" int lunar_cuda_sample(int32_t *tokens, const float *logits, float *work, int rows, int vocab,
-                                 const lunar_cuda_sample_params_t *params, const int32_t *pen_start,
+                                 const lunar_sample_row_t *params, const int32_t *pen_start,
                                  const int32_t *pen_ids, const int32_t *pen_counts, void *stream)
 {
     if (rows <= 0) return 0;

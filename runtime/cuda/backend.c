@@ -325,7 +325,7 @@ static int upload_group(cuda_backend_t *c, const lunar_tensor_t *const *ts, int 
         lunar_dummy_params_t dp;
         if (!t->data && !lunar_model_dummy_params(c->model, t, &dp))
             return lunar_error(LUNAR_EINVAL, "cuda backend: tensor %s has no data (a config-only load?)", t->name);
-        total += (t->nbytes + 255) & ~(size_t)255, count++;
+        total += t->nbytes, count++;
     }
     if (!count) return 0;
     while (c->nw + count > c->capw) {
@@ -367,7 +367,7 @@ static int upload_group(cuda_backend_t *c, const lunar_tensor_t *const *ts, int 
         c->w[c->nw++] = (dev_weight_t){t, d + off, first};
         c->weight_bytes += t->nbytes;
         upload_progress(c);
-        off += (t->nbytes + 255) & ~(size_t)255, first = 0;
+        off += t->nbytes, first = 0;
     }
     return 0;
 }
@@ -713,8 +713,8 @@ static void cuda_gemm_multi(lunar_backend_t *be, void *const *ys, const void *x,
     int K = (int)Ws[0]->shape[1], Ntot = 0, stacked = d0 && n <= LUNAR_CUDA_BE_SEGS, adjacent = 1, any_bias = 0;
     lunar_cuda_be_segs_t o = {{0}, {0}, {0}, n};
     for (int i = 0; i < n && stacked; i++) {
-        /* each matrix right after the previous one: no padding between (upload_group pads to 256) */
-        stacked = Ws[i]->shape[1] == K && find_weight(c, Ws[i]) == d0 + off && (i + 1 == n || Ws[i]->nbytes % 256 == 0);
+        /* each matrix right after the previous one, as upload_group leaves a group */
+        stacked = Ws[i]->shape[1] == K && find_weight(c, Ws[i]) == d0 + off;
         off += Ws[i]->nbytes;
         if (i && (char *)ys[i] != (char *)ys[i - 1] + (size_t)T * Ws[i - 1]->shape[0] * esz) adjacent = 0;
         o.y[i] = ys[i], o.bias[i] = biases[i], o.n[i] = (int)Ws[i]->shape[0];
@@ -880,7 +880,7 @@ static void cuda_sample(lunar_backend_t *be, const float *logits, int vocab, con
     }
     /* in: params [R], pen_start [R+1], pen_ids [np], pen_counts [np]; out: tokens [R], lp [R],
      * top_ids [R*N], top_lp [R*N] */
-    size_t o_start = align16(sizeof(lunar_cuda_sample_params_t) * (size_t)R);
+    size_t o_start = align16(sizeof(lunar_sample_row_t) * (size_t)R);
     size_t o_ids = align16(o_start + 4 * ((size_t)R + 1)), o_cnt = align16(o_ids + 4 * (size_t)np);
     size_t in_bytes = o_cnt + 4 * (size_t)np;
     size_t o_lp = align16(4 * (size_t)R), o_tid = align16(o_lp + 4 * (size_t)R);
@@ -897,16 +897,7 @@ static void cuda_sample(lunar_backend_t *be, const float *logits, int vocab, con
         char *w = (char *)c->smp.work;
         if (sample_grow(c, NULL, &w, &c->smp.work_cap, work, 0)) return;
         c->smp.work = (float *)w;
-        lunar_cuda_sample_params_t *gp = (lunar_cuda_sample_params_t *)c->smp.hin;
-        for (int i = 0; i < R; i++) {
-            const lunar_sample_row_t *r = &s->rows[i];
-            gp[i] = (lunar_cuda_sample_params_t){
-                .temperature = r->temperature, .top_p = r->top_p, .min_p = r->min_p,
-                .presence_penalty = r->presence_penalty, .frequency_penalty = r->frequency_penalty,
-                .repetition_penalty = r->repetition_penalty, .top_k = r->top_k, .seq_index = r->seq_index,
-                .position = r->position, .seed = r->seed,
-            };
-        }
+        memcpy(c->smp.hin, s->rows, sizeof *s->rows * (size_t)R); /* the kernel reads the rows as they are */
         if (np) { /* rebased: a view of rows from the middle of a batch starts past entry 0 */
             int32_t *st = (int32_t *)(c->smp.hin + o_start);
             for (int i = 0; i <= R; i++) st[i] = s->pen_start[i] - base;
@@ -917,7 +908,7 @@ static void cuda_sample(lunar_backend_t *be, const float *logits, int vocab, con
                                         c->stream);
         if (e != cudaSuccess) { fail(c, "sample", cudaGetErrorString(e)); return; }
         check_k(c, "sample", lunar_cuda_sample(dtok, logits, c->smp.work, R, vocab,
-                                                (const lunar_cuda_sample_params_t *)c->smp.din,
+                                                (const lunar_sample_row_t *)c->smp.din,
                                                 np ? (const int32_t *)(c->smp.din + o_start) : NULL,
                                                 (const int32_t *)(c->smp.din + o_ids),
                                                 (const int32_t *)(c->smp.din + o_cnt), c->stream));

@@ -6,7 +6,7 @@
 # f16) and its smaller LUNAR_TEST_QUICK=1 sweep under compute-sanitizer memcheck,
 # test_gpu_sampling (the engine sampling on the GPU gives the host sampler's tokens and logprobs),
 # `lunar generate --device cuda` and `lunar serve --device cuda` on a shared model (the greedy
-# text must equal the CPU backend's), and with BENCH=1 bench/cuda_decode.lua (a dummy Llama-3-8B in bf16, with and
+# text must equal the CPU backend's), and with BENCH=1 bench/cuda_bench.lua (a dummy Llama-3-8B in bf16, with and
 # without CUDA graphs) and bench/gpu_sampling.lua (the engine's decode step, GPU vs host
 # sampling). Logs go to $OUT (default build-gpu/logs). Non-zero exit on any failure.
 set -uo pipefail
@@ -103,10 +103,10 @@ rm -f "$OUT/memory.err" "$OUT/memory_eager4.txt" "$OUT/memory_graphs4.txt"
 "$BUILD_DIR/lunar" run tests/gpu/memory_startup.lua >> "$mem_log" 2>&1 || rc=1
 grep -E "^(ok|FAIL):|^memory_startup|^  (weights|activation|CUDA|other|KV|maximum|total)|^memory on" "$mem_log" | tail -40
 if [ "${BENCH:-0}" = 1 ]; then
-  "$BUILD_DIR/lunar" run bench/cuda_decode.lua ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench_cuda_decode.log" || rc=1
-  echo "# the same without CUDA graphs (LUNAR_CUDA_GRAPHS=0)" | tee -a "$OUT/bench_cuda_decode.log"
-  LUNAR_CUDA_GRAPHS=0 "$BUILD_DIR/lunar" run bench/cuda_decode.lua ${BENCH_ARGS:-} 2>&1 | grep -v "^#" \
-    | tee -a "$OUT/bench_cuda_decode.log" || rc=1
+  "$BUILD_DIR/lunar" run bench/cuda_bench.lua ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench_cuda.log" || rc=1
+  echo "# the same without CUDA graphs (LUNAR_CUDA_GRAPHS=0)" | tee -a "$OUT/bench_cuda.log"
+  LUNAR_CUDA_GRAPHS=0 "$BUILD_DIR/lunar" run bench/cuda_bench.lua ${BENCH_ARGS:-} 2>&1 | grep -v "^#" \
+    | tee -a "$OUT/bench_cuda.log" || rc=1
   "$BUILD_DIR/lunar" run bench/gpu_sampling.lua 2>&1 | tee "$OUT/bench_gpu_sampling.log" || rc=1
 fi
 echo "run_backend: rc=$rc"

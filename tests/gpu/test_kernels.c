@@ -437,7 +437,7 @@ static void test_sampling(int rows, int vocab)
             x[(b + vocab / 2) % vocab] = x[b];
             for (int i = 0; i < 50; i++) x[rnd() % vocab] = x[rnd() % vocab];
         }
-    lunar_cuda_sample_params_t *gp = calloc((size_t)rows, sizeof *gp);
+    lunar_sample_row_t *gp = calloc((size_t)rows, sizeof *gp);
     lunar_sampling_params_t *cp = calloc((size_t)rows, sizeof *cp);
     int32_t *pstart = malloc(sizeof(int32_t) * (rows + 1));
     int cap = rows * 64;
