@@ -4,7 +4,7 @@
  *
  * Three kernels share the work by the query count of each sequence (see lunar_cuda_attention):
  *   k_fa_prefill   sequences of FA_MIN_Q+ queries in f16/bf16 with head_dim 64/80/96/128:
- *                  flash-attention tiling on tensor cores (WMMA).
+ *                  flash-attention tiling on tensor cores (mma.sync, operands in registers).
  *   k_attn_decode  sequences of fewer queries (decode steps): one CTA per (token, kv head,
  *                  partition) serving the whole GQA group, a thread per key for the scores.
  *   k_attn         everything else (f32, other head sizes, GQA groups over 8), on CUDA cores:
@@ -17,7 +17,6 @@
  * Long contexts split into partitions over blockIdx.z; the partial (max, sum, normalized
  * accumulator) of each partition goes to the workspace and k_attn_merge combines them.
  */
-#include <mma.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -452,182 +451,234 @@ static int dec_launch(T *out, const T *q, const T *kc, const T *vc, const attn_a
 }
 
 /* ---- prefill on tensor cores ------------------------------------------------------------
- * Flash-attention tiling (Dao et al., FlashAttention-2, arXiv 2307.08691: Q tile resident,
- * K/V tiles streamed, online softmax) for the sequences of a step with at least FA_MIN_Q
- * query tokens. A CTA takes FA_BQ consecutive queries of one query head; its 4 warps own 16
- * rows each. Per key tile of FA_BK keys (gathered through the block table into shared memory):
- * S = Q K^T on tensor cores (WMMA 16x16x16, f32 accumulation), the online softmax in f32 on
- * S in shared memory (causal and window masks per element, base 2), P rounded to the storage
- * type (as FlashAttention does) and O += P V on tensor cores into f32 fragments that stay in
- * registers, going through shared memory only for a tile whose row maxima moved (the per-row
- * rescale needs a known layout; fragments' is opaque). 16-bit types and
- * head_dim 64/80/96/128 only; everything else stays on k_attn. */
+ * Flash-attention tiling as FlashAttention-2 lays it out (Dao, arXiv 2307.08691: Q tile
+ * resident, K/V tiles streamed, online softmax, the 1/l division once at the end) for the
+ * sequences of a step with at least FA_MIN_Q query tokens. A CTA takes FA_BQ consecutive
+ * queries of one query head; its 4 warps own 16 rows each. Everything a warp computes stays in
+ * registers in the layouts of the m16n8k16 MMA instruction (PTX ISA, "Matrix fragments for
+ * mma.m16n8k16"): Q as A fragments, loaded once; S = Q K^T into accumulators, whose layout
+ * (row lane/4 and lane/4 + 8, two adjacent columns per 8-column tile) is that of an A fragment
+ * once rounded to 16 bits, so P feeds P V without leaving the registers; O in accumulators,
+ * each thread rescaling its own two rows. The row max and sum are reduced over the 4 lanes that
+ * share a row. K/V tiles are gathered through the block table with cp.async into a double
+ * buffer (the next tile lands while this one is computed) and read with ldmatrix (.trans for
+ * V, which P V needs key-major). Rows are padded by 16 bytes so ldmatrix's 8 row reads fall in
+ * distinct banks. Masks (causal, sliding window, the tile's end) are computed per element only
+ * for the tiles that need them. The CTA grid runs query heads fastest and a sequence's last
+ * (longest, under the causal mask) tiles first, so the long CTAs start early and the short ones
+ * fill the tail. 16-bit types and head_dim 64/80/96/128 only; everything else stays on k_attn. */
 #define FA_BQ 64
 #define FA_BK 64
 #define FA_WARPS 4
 #define FA_MIN_Q 16
 
 template <int HD> struct fa_layout {
-    static constexpr int LDQ = HD + 8;    /* Q, K, V rows (elements): 16 bytes of skew */
-    static constexpr int LDS = FA_BK + 4; /* S rows (floats) */
-    static constexpr int LDP = FA_BK + 8; /* P rows (elements) */
-    static constexpr int LDO = HD + 4;    /* O rows (floats) */
+    static constexpr int LDQ = HD + 8; /* Q, K, V rows (elements): 16 bytes of skew */
     static constexpr size_t Q = (size_t)FA_BQ * LDQ * 2, KV = (size_t)FA_BK * LDQ * 2;
-    static constexpr size_t S = (size_t)FA_BQ * LDS * 4, P = (size_t)FA_BQ * LDP * 2;
-    static constexpr size_t O = (size_t)FA_BQ * LDO * 4;
-    static constexpr size_t BYTES = Q + 2 * KV + S + P + O + 3 * FA_BQ * sizeof(float);
+    static constexpr size_t BYTES = Q + 4 * KV; /* Q, then K and V twice (double buffer) */
 };
 
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool pred)
+{
+    unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(pred ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+__device__ __forceinline__ void ldsm_x4(uint32_t *r, const void *p)
+{
+    unsigned s = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(s));
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t *r, const void *p)
+{
+    unsigned s = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(s));
+}
+
+/* d += a . b on one m16n8k16 tile, f32 accumulation */
+template <typename T> __device__ __forceinline__ void mma16816(float *d, const uint32_t *a, const uint32_t *b);
+template <> __device__ __forceinline__ void mma16816<bf16_t>(float *d, const uint32_t *a, const uint32_t *b)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+template <> __device__ __forceinline__ void mma16816<f16_t>(float *d, const uint32_t *a, const uint32_t *b)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+/* Two f32 rounded to T, packed low element first (the fragments' order), and their rounded
+ * values added to *sum (the weights P V uses, so that O / l is their weighted mean). */
+template <typename T> __device__ __forceinline__ uint32_t pack2(float lo, float hi, float *sum)
+{
+    T l = from_f<T>(lo), h = from_f<T>(hi);
+    *sum += to_f<T>(l) + to_f<T>(h);
+    return (uint32_t)*(uint16_t *)&l | ((uint32_t)*(uint16_t *)&h << 16);
+}
+
+__device__ __forceinline__ float fast_exp2(float x)
+{
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
 template <typename T, int HD>
-__global__ void __launch_bounds__(FA_WARPS * 32)
+__global__ void __launch_bounds__(FA_WARPS * 32, 2)
 k_fa_prefill(T *out, const T *q, const T *kc, const T *vc, attn_args a, const int32_t *tile_start)
 {
-    using namespace nvcuda;
     typedef fa_layout<HD> L;
+    constexpr int CH = HD / 8, NT = FA_WARPS * 32, KT = HD / 16, NB = FA_BK / 8, DB = HD / 8;
+    constexpr int PF = FA_BK * CH / NT; /* 16-byte chunks of one K (or V) tile per thread */
     extern __shared__ __align__(128) unsigned char fa_sh[];
-    T *sQ = (T *)fa_sh, *sK = (T *)(fa_sh + L::Q), *sV = (T *)(fa_sh + L::Q + L::KV);
-    float *sS = (float *)(fa_sh + L::Q + 2 * L::KV);
-    T *sP = (T *)(fa_sh + L::Q + 2 * L::KV + L::S);
-    float *sO = (float *)(fa_sh + L::Q + 2 * L::KV + L::S + L::P);
-    float *sM = sO + FA_BQ * L::LDO, *sL = sM + FA_BQ, *sC = sL + FA_BQ;
-    constexpr int CH = HD / 8, NT = FA_WARPS * 32;
+    T *sQ = (T *)fa_sh; /* then buffer b: K at Q + 2b KV, V right after it */
 
-    int tile = blockIdx.x;
+    int tile = (int)(gridDim.y - 1 - blockIdx.y); /* the longest tiles first */
     if (tile >= tile_start[a.num_seqs]) return;
     int s = upper_index(tile_start, a.num_seqs, tile);
     int qbeg = a.qs[s], qlen = a.qs[s + 1] - qbeg;
     int q0 = (tile - tile_start[s]) * FA_BQ, nq = min(FA_BQ, qlen - q0);
     int pos0 = a.seq_lens[s] - qlen + q0; /* position of the tile's first query */
-    int head = blockIdx.y, kvh = head / (a.nh / a.nkv);
+    int head = blockIdx.x, kvh = head / (a.nh / a.nkv);
     int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-    const uint4 zero = make_uint4(0, 0, 0, 0);
 
     for (int i = tid; i < FA_BQ * CH; i += NT) {
         int r = i / CH, c = (i % CH) * 8;
-        *(uint4 *)(sQ + r * L::LDQ + c) =
-            r < nq ? *(const uint4 *)(q + (size_t)(qbeg + q0 + r) * a.q_stride + (size_t)head * HD + c) : zero;
+        cp_async16(sQ + r * L::LDQ + c, q + (size_t)(qbeg + q0 + min(r, nq - 1)) * a.q_stride + (size_t)head * HD + c,
+                   r < nq);
     }
-    if (tid < FA_BQ) sM[tid] = -INFINITY, sL[tid] = 0.0f;
-
     int kend = pos0 + nq, klo = a.window > 0 ? max(0, pos0 - a.window + 1) : 0;
     const int32_t *btab = a.bt + (size_t)s * a.mbps;
     size_t row_elems = (size_t)a.nkv * HD;
-    /* the softmax lanes: two per row, 32 columns each */
-    int sr = warp * 16 + (lane >> 1), c0 = (lane & 1) * (FA_BK / 2);
-    int spos = pos0 + sr, slo = a.window > 0 ? spos - a.window + 1 : 0;
-    bool srow_ok = sr < nq;
-    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[FA_BK / 16], fo[HD / 16];
-#pragma unroll
-    for (int d = 0; d < HD / 16; d++) wmma::fill_fragment(fo[d], 0.0f);
-    /* K/V tiles are fetched into registers one tile ahead: the next tile's loads are in
-     * flight while this one is computed (2 CTAs per SM leave little else to hide them) */
-    constexpr int PF = FA_BK * CH / NT;
-    uint4 pk[PF], pv[PF];
-#define FA_FETCH(K0)                                                                                       \
-    _Pragma("unroll") for (int u = 0; u < PF; u++) {                                                       \
-        int i = tid + u * NT, j = (K0) + i / CH;                                                           \
-        pk[u] = pv[u] = zero;                                                                              \
-        if (j < kend) {                                                                                    \
-            size_t off = ((size_t)btab[j / a.bs] * a.bs + j % a.bs) * row_elems + (size_t)kvh * HD + (i % CH) * 8; \
-            pk[u] = *(const uint4 *)(kc + off);                                                            \
-            pv[u] = *(const uint4 *)(vc + off);                                                            \
-        }                                                                                                  \
-    }
-    FA_FETCH(klo)
-    for (int k0 = klo; k0 < kend; k0 += FA_BK) {
-        __syncthreads(); /* the previous tile's K/V are consumed (and the set-up is visible) */
+    auto fetch = [&](int k0, int buf) {
 #pragma unroll
         for (int u = 0; u < PF; u++) {
-            int i = tid + u * NT, r = i / CH, c = (i % CH) * 8;
-            *(uint4 *)(sK + r * L::LDQ + c) = pk[u];
-            *(uint4 *)(sV + r * L::LDQ + c) = pv[u];
+            int i = tid + u * NT, r = i / CH, c = (i % CH) * 8, j = k0 + r;
+            bool ok = j < kend;
+            int jj = ok ? j : k0; /* a readable address even when nothing is read */
+            size_t off = ((size_t)btab[jj / a.bs] * a.bs + jj % a.bs) * row_elems + (size_t)kvh * HD + c;
+            T *dst = (T *)(fa_sh + L::Q + buf * 2 * L::KV) + r * L::LDQ + c;
+            cp_async16(dst, kc + off, ok);
+            cp_async16(dst + FA_BK * L::LDQ, vc + off, ok);
+        }
+    };
+    fetch(klo, 0);
+    cp_async_commit();
+
+    /* this thread's two rows of the warp's 16, and their positions */
+    int r0 = warp * 16 + (lane >> 2), cq = (lane & 3) * 2;
+    int p0 = pos0 + r0, p1 = p0 + 8;
+    int wfirst = pos0 + warp * 16, wlast = wfirst + 15;
+    uint32_t qa[KT][4];
+    float o[DB][4], m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+#pragma unroll
+    for (int d = 0; d < DB; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.0f;
+
+    int ntiles = (kend - klo + FA_BK - 1) / FA_BK;
+    for (int t = 0; t < ntiles; t++) {
+        int k0 = klo + t * FA_BK, buf = t & 1;
+        if (t + 1 < ntiles) {
+            fetch(k0 + FA_BK, buf ^ 1);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
         }
         __syncthreads();
-        if (k0 + FA_BK < kend) {
-            FA_FETCH(k0 + FA_BK)
+        if (t == 0) {
+#pragma unroll
+            for (int k = 0; k < KT; k++)
+                ldsm_x4(qa[k], sQ + (warp * 16 + (lane & 15)) * L::LDQ + k * 16 + (lane >> 4) * 8);
         }
-        /* S = Q K^T for this warp's 16 rows: K stored key-major is K^T column-major. The four
-         * 16-key column blocks accumulate side by side (four independent MMA chains, each Q
-         * fragment loaded once) rather than one chain after another. */
+        /* a warp whose queries all precede the tile (the causal diagonal's last tile) or all
+         * fall past the window sees only masked keys, and one past the sequence's last query
+         * has no row to write: it skips the tile */
+        bool skip = k0 > wlast || warp * 16 >= nq || (a.window > 0 && k0 + FA_BK - 1 < wfirst - a.window + 1);
+        if (!skip) {
+            const T *K = (const T *)(fa_sh + L::Q + buf * 2 * L::KV), *V = K + FA_BK * L::LDQ;
+            float sc[NB][4];
 #pragma unroll
-        for (int j = 0; j < FA_BK / 16; j++) wmma::fill_fragment(acc[j], 0.0f);
+            for (int n = 0; n < NB; n++) sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
 #pragma unroll
-        for (int k = 0; k < HD / 16; k++) {
-            wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fq;
-            wmma::load_matrix_sync(fq, sQ + warp * 16 * L::LDQ + k * 16, L::LDQ);
+            for (int k = 0; k < KT; k++)
 #pragma unroll
-            for (int j = 0; j < FA_BK / 16; j++) {
-                wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> fk;
-                wmma::load_matrix_sync(fk, sK + j * 16 * L::LDQ + k * 16, L::LDQ);
-                wmma::mma_sync(acc[j], fq, fk, acc[j]);
+                for (int n = 0; n < NB; n += 2) {
+                    uint32_t b[4];
+                    ldsm_x4(b, K + (n * 8 + (lane & 7) + (lane >> 4) * 8) * L::LDQ + k * 16 + ((lane >> 3) & 1) * 8);
+                    mma16816<T>(sc[n], qa[k], b);
+                    mma16816<T>(sc[n + 1], qa[k], b + 2);
+                }
+            bool mask = k0 + FA_BK - 1 > wfirst || k0 + FA_BK > kend ||
+                        (a.window > 0 && k0 < wlast - a.window + 1);
+            if (mask) {
+#pragma unroll
+                for (int n = 0; n < NB; n++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        int j = k0 + n * 8 + cq + (e & 1), p = e < 2 ? p0 : p1;
+                        bool ok = j <= p && j < kend && (a.window <= 0 || j > p - a.window);
+                        if (!ok) sc[n][e] = -INFINITY;
+                    }
+            }
+            float mx0 = m0, mx1 = m1;
+#pragma unroll
+            for (int n = 0; n < NB; n++) {
+                mx0 = fmaxf(mx0, fmaxf(sc[n][0], sc[n][1]));
+                mx1 = fmaxf(mx1, fmaxf(sc[n][2], sc[n][3]));
+            }
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+            /* scores stay unscaled; the scale (log2 e folded in) enters each exponent */
+            float b0 = mx0 == -INFINITY ? 0.0f : mx0 * a.scale, b1 = mx1 == -INFINITY ? 0.0f : mx1 * a.scale;
+            float c0 = fast_exp2(m0 * a.scale - b0), c1 = fast_exp2(m1 * a.scale - b1); /* exp2(-inf) = 0 */
+            m0 = mx0, m1 = mx1;
+            l0 *= c0, l1 *= c1;
+#pragma unroll
+            for (int d = 0; d < DB; d++) o[d][0] *= c0, o[d][1] *= c0, o[d][2] *= c1, o[d][3] *= c1;
+#pragma unroll
+            for (int k = 0; k < FA_BK / 16; k++) {
+                uint32_t pa[4];
+                float *s0 = sc[2 * k], *s1 = sc[2 * k + 1];
+                pa[0] = pack2<T>(fast_exp2(fmaf(s0[0], a.scale, -b0)), fast_exp2(fmaf(s0[1], a.scale, -b0)), &l0);
+                pa[1] = pack2<T>(fast_exp2(fmaf(s0[2], a.scale, -b1)), fast_exp2(fmaf(s0[3], a.scale, -b1)), &l1);
+                pa[2] = pack2<T>(fast_exp2(fmaf(s1[0], a.scale, -b0)), fast_exp2(fmaf(s1[1], a.scale, -b0)), &l0);
+                pa[3] = pack2<T>(fast_exp2(fmaf(s1[2], a.scale, -b1)), fast_exp2(fmaf(s1[3], a.scale, -b1)), &l1);
+#pragma unroll
+                for (int d = 0; d < DB; d += 2) {
+                    uint32_t b[4];
+                    ldsm_x4_t(b, V + (k * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * L::LDQ + d * 8 + (lane >> 4) * 8);
+                    mma16816<T>(o[d], pa, b);
+                    mma16816<T>(o[d + 1], pa, b + 2);
+                }
             }
         }
-#pragma unroll
-        for (int j = 0; j < FA_BK / 16; j++)
-            wmma::store_matrix_sync(sS + warp * 16 * L::LDS + j * 16, acc[j], L::LDS, wmma::mem_row_major);
-        __syncwarp();
-        {
-            float *srow = sS + sr * L::LDS + c0;
-            T *prow = sP + sr * L::LDP + c0;
-            float mx = -INFINITY;
-            for (int c = 0; c < FA_BK / 2; c++) {
-                int j = k0 + c0 + c;
-                float v = srow_ok && j <= spos && j >= slo ? srow[c] * a.scale : -INFINITY;
-                srow[c] = v;
-                mx = fmaxf(mx, v);
-            }
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            float mold = sM[sr], mnew = fmaxf(mold, mx);
-            float corr = mnew == -INFINITY ? 1.0f : exp2f(mold - mnew), sum = 0.0f;
-            for (int c = 0; c < FA_BK / 2; c++) {
-                float v = srow[c];
-                T e = from_f<T>(v == -INFINITY ? 0.0f : exp2f(v - mnew));
-                prow[c] = e;
-                sum += to_f<T>(e); /* the weights P V uses, so that O / l is their mean */
-            }
-            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-            __syncwarp(); /* both lanes of the row have read sM */
-            if (!(lane & 1)) sM[sr] = mnew, sL[sr] = sL[sr] * corr + sum, sC[sr] = corr;
-        }
-        __syncwarp();
-        /* O stays in accumulator fragments; only when a row's max moved (the fragment layout
-         * being opaque) does it go through shared memory to be rescaled by rows */
-        if (__any_sync(0xffffffffu, sC[sr] != 1.0f)) {
-#pragma unroll
-            for (int d = 0; d < HD / 16; d++)
-                wmma::store_matrix_sync(sO + warp * 16 * L::LDO + d * 16, fo[d], L::LDO, wmma::mem_row_major);
-            __syncwarp();
-            for (int i = lane; i < 16 * HD; i += 32) {
-                int r = warp * 16 + i / HD;
-                sO[r * L::LDO + i % HD] *= sC[r];
-            }
-            __syncwarp();
-#pragma unroll
-            for (int d = 0; d < HD / 16; d++)
-                wmma::load_matrix_sync(fo[d], sO + warp * 16 * L::LDO + d * 16, L::LDO, wmma::mem_row_major);
-        }
-#pragma unroll
-        for (int k = 0; k < FA_BK / 16; k++) {
-            wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fp;
-            wmma::load_matrix_sync(fp, sP + warp * 16 * L::LDP + k * 16, L::LDP);
-#pragma unroll
-            for (int d = 0; d < HD / 16; d++) {
-                wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> fv;
-                wmma::load_matrix_sync(fv, sV + k * 16 * L::LDQ + d * 16, L::LDQ);
-                wmma::mma_sync(fo[d], fp, fv, fo[d]);
-            }
-        }
+        __syncthreads(); /* this buffer is refilled by the next iteration's fetch */
     }
-#undef FA_FETCH
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    float i0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, i1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
+    T *o0 = out + (size_t)(qbeg + q0 + r0) * a.out_stride + (size_t)head * HD + cq;
+    T *o1 = o0 + (size_t)8 * a.out_stride;
 #pragma unroll
-    for (int d = 0; d < HD / 16; d++)
-        wmma::store_matrix_sync(sO + warp * 16 * L::LDO + d * 16, fo[d], L::LDO, wmma::mem_row_major);
-    __syncthreads();
-    for (int i = tid; i < nq * HD; i += NT) {
-        int r = i / HD, d = i % HD;
-        float l = sL[r];
-        out[(size_t)(qbeg + q0 + r) * a.out_stride + (size_t)head * HD + d] =
-            from_f<T>(l > 0.0f ? sO[r * L::LDO + d] / l : 0.0f);
+    for (int d = 0; d < DB; d++) {
+        float dummy = 0.0f;
+        if (r0 < nq) *(uint32_t *)(o0 + d * 8) = pack2<T>(o[d][0] * i0, o[d][1] * i0, &dummy);
+        if (r0 + 8 < nq) *(uint32_t *)(o1 + d * 8) = pack2<T>(o[d][2] * i1, o[d][3] * i1, &dummy);
     }
 }
 
@@ -642,7 +693,7 @@ static int fa_launch(T *out, const T *q, const T *kc, const T *vc, const attn_ar
         if (e != cudaSuccess) return (int)e;
         ready = true;
     }
-    k_fa_prefill<T, HD><<<dim3(max_tiles, a.nh), FA_WARPS * 32, fa_layout<HD>::BYTES, st>>>(out, q, kc, vc, a,
+    k_fa_prefill<T, HD><<<dim3(a.nh, max_tiles), FA_WARPS * 32, fa_layout<HD>::BYTES, st>>>(out, q, kc, vc, a,
                                                                                            tile_start);
     return launch_status();
 }
