@@ -257,227 +257,7 @@ __global__ void k_attn_merge(T *out, attn_args a)
     }
 }
 
-/* ---- decode ------------------------------------------------------------------------------
- * The tokens of sequences with fewer than FA_MIN_Q queries (decode steps, short chunks). A CTA
- * takes one token, one kv head and one partition of its context, and serves the kv head's
- * whole GQA group (G <= 8 query heads), so every K and V row is read once. Keys go in chunks
- * of DEC_CHUNK, one per thread: a thread loads its key's whole row (head_dim/8 independent
- * 16-byte loads in flight) and scores it against the group's queries (in shared memory, read
- * as broadcasts), so no shuffle is needed per key; the chunk's softmax statistics are block
- * reductions. Then lane groups of head_dim/8 threads take every KG-th key of the chunk for
- * P.V, 16 bytes of V per thread per key. Per-thread accumulators are merged across lane
- * groups once, at the end of the partition. k_attn, which gives each lane group a key and
- * reduces every dot product with shuffles, reached 15-40% of copy bandwidth at decode. */
-#define DEC_THREADS 128
-#define DEC_CHUNK DEC_THREADS
-
-template <typename T, int GM>
-__global__ void __launch_bounds__(DEC_THREADS) k_attn_decode(T *out, const T *q, const T *kc, const T *vc, attn_args a)
-{
-    extern __shared__ __align__(16) float dsh[];
-    int G = a.nh / a.nkv, hd = a.hd;
-    float *s_q = dsh;                        /* [G][hd], scaled */
-    float *s_p = s_q + GM * hd;              /* [G][DEC_CHUNK] scores, then weights */
-    float *s_red = s_p + GM * DEC_CHUNK;     /* [4 warps][GM] */
-    float *s_m = s_red + 4 * GM, *s_l = s_m + GM, *s_c = s_l + GM;
-    size_t *s_off = (size_t *)(s_c + GM + (GM & 1)); /* [DEC_CHUNK] cache offsets of the chunk's keys */
-    float *s_acc = (float *)(s_off + DEC_CHUNK);     /* [4 warps][GM][hd] */
-
-    int t = blockIdx.x, kvh = blockIdx.y, z = blockIdx.z, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    int s = upper_index(a.qs, a.num_seqs, t);
-    int qbeg = a.qs[s], qlen = a.qs[s + 1] - qbeg;
-    if (a.dec_short_only && qlen >= a.minq) return;
-    int pos = a.seq_lens[s] - qlen + (t - qbeg);
-    int lo = a.window > 0 ? max(0, pos - a.window + 1) : 0;
-    int kbeg = max(lo, z * a.part), kfin = min(pos + 1, (z + 1) * a.part);
-    if (kbeg >= kfin) return; /* the merge reads only partitions that hold keys */
-
-    for (int i = tid; i < G * hd; i += DEC_THREADS)
-        s_q[i] = to_f<T>(q[(size_t)t * a.q_stride + (size_t)(kvh * G) * hd + i]) * a.scale;
-    if (tid < GM) s_m[tid] = -INFINITY, s_l[tid] = 0.0f;
-    int tpk = a.tpk, kg = tid / tpk, KG = DEC_THREADS / tpk, c8 = (tid % tpk) * 8;
-    bool cact = c8 < hd;
-    float acc[GM][8];
-#pragma unroll
-    for (int g = 0; g < GM; g++)
-#pragma unroll
-        for (int e = 0; e < 8; e++) acc[g][e] = 0.0f;
-    const int32_t *btab = a.bt + (size_t)s * a.mbps;
-    size_t row_elems = (size_t)a.nkv * hd;
-    __syncthreads();
-    for (int c0 = kbeg; c0 < kfin; c0 += DEC_CHUNK) {
-        int j = c0 + tid;
-        float sc[GM];
-#pragma unroll
-        for (int g = 0; g < GM; g++) sc[g] = 0.0f;
-        if (j < kfin) {
-            size_t off = ((size_t)btab[j / a.bs] * a.bs + j % a.bs) * row_elems + (size_t)kvh * hd;
-            s_off[tid] = off;
-            for (int d0 = 0; d0 < hd; d0 += 64) { /* up to 8 loads in flight per thread */
-                uint4 kv[8];
-#pragma unroll
-                for (int u = 0; u < 8; u++)
-                    if (d0 + 8 * u < hd) kv[u] = *(const uint4 *)(kc + off + d0 + 8 * u);
-#pragma unroll
-                for (int u = 0; u < 8; u++) {
-                    if (d0 + 8 * u >= hd) break;
-                    float kf[8];
-                    const T *e = (const T *)&kv[u];
-                    if constexpr (sizeof(T) == 4) {
-                        /* f32: a uint4 is 4 elements; load the other 4 */
-                        load8(kc + off + d0 + 8 * u, kf);
-                    } else {
-#pragma unroll
-                        for (int i = 0; i < 8; i++) kf[i] = to_f<T>(e[i]);
-                    }
-#pragma unroll
-                    for (int g = 0; g < GM; g++) {
-                        if (g >= G) break;
-                        const float *qg = s_q + g * hd + d0 + 8 * u;
-#pragma unroll
-                        for (int i = 0; i < 8; i++) sc[g] = fmaf(qg[i], kf[i], sc[g]);
-                    }
-                }
-            }
-        }
-        /* chunk max per head, then the running max and the rescale of what came before */
-#pragma unroll
-        for (int g = 0; g < GM; g++) {
-            float v = j < kfin && g < G ? sc[g] : -INFINITY;
-            s_p[g * DEC_CHUNK + tid] = v;
-            for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-            if (lane == 0) s_red[warp * GM + g] = v;
-        }
-        __syncthreads();
-        if (tid < G) {
-            float mc = fmaxf(fmaxf(s_red[tid], s_red[GM + tid]), fmaxf(s_red[2 * GM + tid], s_red[3 * GM + tid]));
-            float mold = s_m[tid], mnew = fmaxf(mold, mc);
-            s_c[tid] = mnew == -INFINITY ? 1.0f : exp2f(mold - mnew);
-            s_m[tid] = mnew;
-        }
-        __syncthreads();
-#pragma unroll
-        for (int g = 0; g < GM; g++) {
-            if (g >= G) break;
-            float v = s_p[g * DEC_CHUNK + tid], m = s_m[g];
-            float pw = v == -INFINITY ? 0.0f : exp2f(v - m);
-            s_p[g * DEC_CHUNK + tid] = pw;
-            for (int o = 16; o > 0; o >>= 1) pw += __shfl_xor_sync(0xffffffffu, pw, o);
-            if (lane == 0) s_red[warp * GM + g] = pw;
-#pragma unroll
-            for (int e = 0; e < 8; e++) acc[g][e] *= s_c[g];
-        }
-        __syncthreads();
-        if (tid < G) s_l[tid] = s_l[tid] * s_c[tid] + s_red[tid] + s_red[GM + tid] + s_red[2 * GM + tid] + s_red[3 * GM + tid];
-        int n = min(DEC_CHUNK, kfin - c0);
-        if (cact && kg < KG) {
-#pragma unroll 4
-            for (int i = kg; i < n; i += KG) {
-                float vf[8];
-                load8(vc + s_off[i] + c8, vf);
-#pragma unroll
-                for (int g = 0; g < GM; g++) {
-                    if (g >= G) break;
-                    float pw = s_p[g * DEC_CHUNK + i];
-#pragma unroll
-                    for (int e = 0; e < 8; e++) acc[g][e] = fmaf(pw, vf[e], acc[g][e]);
-                }
-            }
-        }
-        __syncthreads(); /* s_p, s_off and s_red are rewritten by the next chunk */
-    }
-    /* lane groups of a warp hold the same dims: shuffle them together, then the warps via smem */
-    for (int o = tpk; o < 32; o <<= 1)
-#pragma unroll
-        for (int g = 0; g < GM; g++)
-#pragma unroll
-            for (int e = 0; e < 8; e++) acc[g][e] += __shfl_xor_sync(0xffffffffu, acc[g][e], o);
-    if (lane < tpk && cact)
-#pragma unroll
-        for (int g = 0; g < GM; g++) {
-            if (g >= G) break;
-#pragma unroll
-            for (int e = 0; e < 8; e++) s_acc[(warp * GM + g) * hd + c8 + e] = acc[g][e];
-        }
-    __syncthreads();
-    for (int i = tid; i < G * hd; i += DEC_THREADS) {
-        int g = i / hd, d = i % hd, head = kvh * G + g;
-        float A = s_acc[g * hd + d] + s_acc[(GM + g) * hd + d] + s_acc[(2 * GM + g) * hd + d] +
-                  s_acc[(3 * GM + g) * hd + d];
-        float L = s_l[g], o = L > 0.0f ? A / L : 0.0f;
-        if (a.nsplit == 1) {
-            out[(size_t)t * a.out_stride + (size_t)head * hd + d] = from_f<T>(o);
-        } else {
-            size_t e = ((size_t)t * a.nh + head) * a.nsplit + z;
-            a.ws_acc[e * hd + d] = o;
-            if (d == 0) a.ws_ml[e * 2] = s_m[g], a.ws_ml[e * 2 + 1] = L;
-        }
-    }
-}
-
-static size_t dec_smem(int GM, int hd)
-{
-    size_t f = (size_t)GM * hd + (size_t)GM * DEC_CHUNK + 4 * GM + 3 * GM + (GM & 1);
-    return f * sizeof(float) + DEC_CHUNK * sizeof(size_t) + (size_t)4 * GM * hd * sizeof(float);
-}
-
-template <typename T>
-static int dec_launch(T *out, const T *q, const T *kc, const T *vc, const attn_args &a, int num_tokens, int nsplit,
-                      cudaStream_t st)
-{
-    int G = a.nh / a.nkv, GM = G <= 1 ? 1 : G <= 2 ? 2 : G <= 4 ? 4 : 8;
-    size_t shm = dec_smem(GM, a.hd);
-    dim3 grid(num_tokens, a.nkv, nsplit);
-#define DEC_CASE(N)                                                                                        \
-    case N: {                                                                                              \
-        static bool ready = false;                                                                         \
-        if (!ready) {                                                                                      \
-            cudaError_t e = cudaFuncSetAttribute(k_attn_decode<T, N>, cudaFuncAttributeMaxDynamicSharedMemorySize, \
-                                                 (int)dec_smem(N, ATTN_MAX_HD));                            \
-            if (e != cudaSuccess) return (int)e;                                                           \
-            ready = true;                                                                                  \
-        }                                                                                                  \
-        k_attn_decode<T, N><<<grid, DEC_THREADS, shm, st>>>(out, q, kc, vc, a);                            \
-        break;                                                                                             \
-    }
-    switch (GM) {
-        DEC_CASE(1)
-        DEC_CASE(2)
-        DEC_CASE(4)
-        DEC_CASE(8)
-    }
-#undef DEC_CASE
-    return launch_status();
-}
-
-/* ---- prefill on tensor cores ------------------------------------------------------------
- * Flash-attention tiling as FlashAttention-2 lays it out (Dao, arXiv 2307.08691: Q tile
- * resident, K/V tiles streamed, online softmax, the 1/l division once at the end) for the
- * sequences of a step with at least FA_MIN_Q query tokens. A CTA takes FA_BQ consecutive
- * queries of one query head; its 4 warps own 16 rows each. Everything a warp computes stays in
- * registers in the layouts of the m16n8k16 MMA instruction (PTX ISA, "Matrix fragments for
- * mma.m16n8k16"): Q as A fragments, loaded once; S = Q K^T into accumulators, whose layout
- * (row lane/4 and lane/4 + 8, two adjacent columns per 8-column tile) is that of an A fragment
- * once rounded to 16 bits, so P feeds P V without leaving the registers; O in accumulators,
- * each thread rescaling its own two rows. The row max and sum are reduced over the 4 lanes that
- * share a row. K/V tiles are gathered through the block table with cp.async into a double
- * buffer (the next tile lands while this one is computed) and read with ldmatrix (.trans for
- * V, which P V needs key-major). Rows are padded by 16 bytes so ldmatrix's 8 row reads fall in
- * distinct banks. Masks (causal, sliding window, the tile's end) are computed per element only
- * for the tiles that need them. The CTA grid runs query heads fastest and a sequence's last
- * (longest, under the causal mask) tiles first, so the long CTAs start early and the short ones
- * fill the tail. 16-bit types and head_dim 64/80/96/128 only; everything else stays on k_attn. */
-#define FA_BQ 64
-#define FA_BK 64
-#define FA_WARPS 4
-#define FA_MIN_Q 16
-
-template <int HD> struct fa_layout {
-    static constexpr int LDQ = HD + 8; /* Q, K, V rows (elements): 16 bytes of skew */
-    static constexpr size_t Q = (size_t)FA_BQ * LDQ * 2, KV = (size_t)FA_BK * LDQ * 2;
-    static constexpr size_t BYTES = Q + 4 * KV; /* Q, then K and V twice (double buffer) */
-};
-
+/* ---- PTX helpers: async copies, ldmatrix, m16n8k16 MMA ------------------------------- */
 __device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool pred)
 {
     unsigned s = (unsigned)__cvta_generic_to_shared(smem);
@@ -533,6 +313,254 @@ __device__ __forceinline__ float fast_exp2(float x)
     asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
     return y;
 }
+
+/* ---- decode ------------------------------------------------------------------------------
+ * The tokens of sequences with fewer than FA_MIN_Q queries (decode steps, short chunks). A CTA
+ * takes one token, one kv head and one partition of its context, and serves the kv head's
+ * whole GQA group (G <= 8 query heads), so every K and V row is read once. Keys go in chunks
+ * of DEC_CHUNK, one per thread: a thread loads its key's whole row (head_dim/8 independent
+ * 16-byte loads in flight) and scores it against the group's queries (in shared memory, read
+ * as broadcasts), so no shuffle is needed per key; the chunk's softmax statistics are block
+ * reductions. Then lane groups of head_dim/8 threads take every KG-th key of the chunk for
+ * P.V, 16 bytes of V per thread per key. Per-thread accumulators are merged across lane
+ * groups once, at the end of the partition. k_attn, which gives each lane group a key and
+ * reduces every dot product with shuffles, reached 15-40% of copy bandwidth at decode.
+ * VS (16-bit types, head_dim <= 128, GQA groups): each thread also starts its key's V row on its way into
+ * shared memory by cp.async before it loads K, so V arrives while the scores and the softmax
+ * are computed instead of being fetched only after them (a partition is often one chunk, and
+ * then the two fetches were back to back). */
+#define DEC_THREADS 128
+#define DEC_CHUNK DEC_THREADS
+
+#define DEC_LDV(hd) ((hd) + 8) /* staged V rows (elements): 16 bytes of skew */
+
+template <typename T, int GM, bool VS>
+__global__ void __launch_bounds__(DEC_THREADS) k_attn_decode(T *out, const T *q, const T *kc, const T *vc, attn_args a)
+{
+    extern __shared__ __align__(16) float dsh[];
+    int G = a.nh / a.nkv, hd = a.hd;
+    float *s_q = dsh;                        /* [G][hd], scaled */
+    float *s_p = s_q + GM * hd;              /* [G][DEC_CHUNK] scores, then weights */
+    float *s_red = s_p + GM * DEC_CHUNK;     /* [4 warps][GM] */
+    float *s_m = s_red + 4 * GM, *s_l = s_m + GM, *s_c = s_l + GM;
+    size_t *s_off = (size_t *)(s_c + GM + (GM & 1)); /* [DEC_CHUNK] cache offsets of the chunk's keys */
+    float *s_acc = (float *)(s_off + DEC_CHUNK);     /* [4 warps][GM][hd] */
+    /* VS: [DEC_CHUNK][DEC_LDV(hd)] the chunk's V rows, 16-byte aligned for cp.async */
+    T *s_v = (T *)(((uintptr_t)(s_acc + 4 * GM * hd) + 15) & ~(uintptr_t)15);
+
+    int t = blockIdx.x, kvh = blockIdx.y, z = blockIdx.z, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    int s = upper_index(a.qs, a.num_seqs, t);
+    int qbeg = a.qs[s], qlen = a.qs[s + 1] - qbeg;
+    if (a.dec_short_only && qlen >= a.minq) return;
+    int pos = a.seq_lens[s] - qlen + (t - qbeg);
+    int lo = a.window > 0 ? max(0, pos - a.window + 1) : 0;
+    int kbeg = max(lo, z * a.part), kfin = min(pos + 1, (z + 1) * a.part);
+    if (kbeg >= kfin) return; /* the merge reads only partitions that hold keys */
+
+    for (int i = tid; i < G * hd; i += DEC_THREADS)
+        s_q[i] = to_f<T>(q[(size_t)t * a.q_stride + (size_t)(kvh * G) * hd + i]) * a.scale;
+    if (tid < GM) s_m[tid] = -INFINITY, s_l[tid] = 0.0f;
+    int tpk = a.tpk, kg = tid / tpk, KG = DEC_THREADS / tpk, c8 = (tid % tpk) * 8;
+    bool cact = c8 < hd;
+    float acc[GM][8];
+#pragma unroll
+    for (int g = 0; g < GM; g++)
+#pragma unroll
+        for (int e = 0; e < 8; e++) acc[g][e] = 0.0f;
+    const int32_t *btab = a.bt + (size_t)s * a.mbps;
+    size_t row_elems = (size_t)a.nkv * hd;
+    __syncthreads();
+    for (int c0 = kbeg; c0 < kfin; c0 += DEC_CHUNK) {
+        int j = c0 + tid;
+        float sc[GM];
+#pragma unroll
+        for (int g = 0; g < GM; g++) sc[g] = 0.0f;
+        if (j < kfin) {
+            size_t off = ((size_t)btab[j / a.bs] * a.bs + j % a.bs) * row_elems + (size_t)kvh * hd;
+            s_off[tid] = off;
+            if constexpr (VS) {
+                for (int c = 0; c < hd; c += 8) cp_async16(s_v + tid * DEC_LDV(hd) + c, vc + off + c, true);
+                cp_async_commit();
+            }
+            for (int d0 = 0; d0 < hd; d0 += 64) { /* up to 8 loads in flight per thread */
+                uint4 kv[8];
+#pragma unroll
+                for (int u = 0; u < 8; u++)
+                    if (d0 + 8 * u < hd) kv[u] = *(const uint4 *)(kc + off + d0 + 8 * u);
+#pragma unroll
+                for (int u = 0; u < 8; u++) {
+                    if (d0 + 8 * u >= hd) break;
+                    float kf[8];
+                    const T *e = (const T *)&kv[u];
+                    if constexpr (sizeof(T) == 4) {
+                        /* f32: a uint4 is 4 elements; load the other 4 */
+                        load8(kc + off + d0 + 8 * u, kf);
+                    } else {
+#pragma unroll
+                        for (int i = 0; i < 8; i++) kf[i] = to_f<T>(e[i]);
+                    }
+#pragma unroll
+                    for (int g = 0; g < GM; g++) {
+                        if (g >= G) break;
+                        const float *qg = s_q + g * hd + d0 + 8 * u;
+#pragma unroll
+                        for (int i = 0; i < 8; i++) sc[g] = fmaf(qg[i], kf[i], sc[g]);
+                    }
+                }
+            }
+        }
+        /* chunk max per head, then the running max and the rescale of what came before */
+#pragma unroll
+        for (int g = 0; g < GM; g++) {
+            float v = j < kfin && g < G ? sc[g] : -INFINITY;
+            s_p[g * DEC_CHUNK + tid] = v;
+            for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+            if (lane == 0) s_red[warp * GM + g] = v;
+        }
+        __syncthreads();
+        if (tid < G) {
+            float mc = fmaxf(fmaxf(s_red[tid], s_red[GM + tid]), fmaxf(s_red[2 * GM + tid], s_red[3 * GM + tid]));
+            float mold = s_m[tid], mnew = fmaxf(mold, mc);
+            s_c[tid] = mnew == -INFINITY ? 1.0f : exp2f(mold - mnew);
+            s_m[tid] = mnew;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int g = 0; g < GM; g++) {
+            if (g >= G) break;
+            float v = s_p[g * DEC_CHUNK + tid], m = s_m[g];
+            float pw = v == -INFINITY ? 0.0f : exp2f(v - m);
+            s_p[g * DEC_CHUNK + tid] = pw;
+            for (int o = 16; o > 0; o >>= 1) pw += __shfl_xor_sync(0xffffffffu, pw, o);
+            if (lane == 0) s_red[warp * GM + g] = pw;
+#pragma unroll
+            for (int e = 0; e < 8; e++) acc[g][e] *= s_c[g];
+        }
+        if constexpr (VS) cp_async_wait<0>(); /* this thread's V row; the barrier publishes all */
+        __syncthreads();
+        if (tid < G) s_l[tid] = s_l[tid] * s_c[tid] + s_red[tid] + s_red[GM + tid] + s_red[2 * GM + tid] + s_red[3 * GM + tid];
+        int n = min(DEC_CHUNK, kfin - c0);
+        if (cact && kg < KG) {
+#pragma unroll 4
+            for (int i = kg; i < n; i += KG) {
+                float vf[8];
+                if constexpr (VS)
+                    load8(s_v + i * DEC_LDV(hd) + c8, vf);
+                else
+                    load8(vc + s_off[i] + c8, vf);
+#pragma unroll
+                for (int g = 0; g < GM; g++) {
+                    if (g >= G) break;
+                    float pw = s_p[g * DEC_CHUNK + i];
+#pragma unroll
+                    for (int e = 0; e < 8; e++) acc[g][e] = fmaf(pw, vf[e], acc[g][e]);
+                }
+            }
+        }
+        __syncthreads(); /* s_p, s_off and s_red are rewritten by the next chunk */
+    }
+    /* lane groups of a warp hold the same dims: shuffle them together, then the warps via smem */
+    for (int o = tpk; o < 32; o <<= 1)
+#pragma unroll
+        for (int g = 0; g < GM; g++)
+#pragma unroll
+            for (int e = 0; e < 8; e++) acc[g][e] += __shfl_xor_sync(0xffffffffu, acc[g][e], o);
+    if (lane < tpk && cact)
+#pragma unroll
+        for (int g = 0; g < GM; g++) {
+            if (g >= G) break;
+#pragma unroll
+            for (int e = 0; e < 8; e++) s_acc[(warp * GM + g) * hd + c8 + e] = acc[g][e];
+        }
+    __syncthreads();
+    for (int i = tid; i < G * hd; i += DEC_THREADS) {
+        int g = i / hd, d = i % hd, head = kvh * G + g;
+        float A = s_acc[g * hd + d] + s_acc[(GM + g) * hd + d] + s_acc[(2 * GM + g) * hd + d] +
+                  s_acc[(3 * GM + g) * hd + d];
+        float L = s_l[g], o = L > 0.0f ? A / L : 0.0f;
+        if (a.nsplit == 1) {
+            out[(size_t)t * a.out_stride + (size_t)head * hd + d] = from_f<T>(o);
+        } else {
+            size_t e = ((size_t)t * a.nh + head) * a.nsplit + z;
+            a.ws_acc[e * hd + d] = o;
+            if (d == 0) a.ws_ml[e * 2] = s_m[g], a.ws_ml[e * 2 + 1] = L;
+        }
+    }
+}
+
+static size_t dec_smem(int GM, int hd, bool vs)
+{
+    size_t f = (size_t)GM * hd + (size_t)GM * DEC_CHUNK + 4 * GM + 3 * GM + (GM & 1);
+    return f * sizeof(float) + DEC_CHUNK * sizeof(size_t) + (size_t)4 * GM * hd * sizeof(float) +
+           (vs ? 16 + (size_t)DEC_CHUNK * DEC_LDV(hd) * 2 : 0);
+}
+
+template <typename T>
+static int dec_launch(T *out, const T *q, const T *kc, const T *vc, const attn_args &a, int num_tokens, int nsplit,
+                      cudaStream_t st)
+{
+    int G = a.nh / a.nkv, GM = G <= 1 ? 1 : G <= 2 ? 2 : G <= 4 ? 4 : 8;
+    /* V staged through shared memory for 16-bit types up to head_dim 128 (f32 or head_dim 256
+     * would need 64-128 KiB a CTA) and GQA groups of 2+. Without a group (G = 1, MHA models)
+     * the staging's 34 KiB cost more in resident CTAs than the overlap gave back (H100,
+     * bench_kernels, B64 ctx2048 h32/32: 2636 GB/s without, 2169 with; h32/8: 1566 without,
+     * 1694 with). */
+    bool vs = sizeof(T) == 2 && a.hd <= 128 && GM >= 2;
+    size_t shm = dec_smem(GM, a.hd, vs);
+    dim3 grid(num_tokens, a.nkv, nsplit);
+#define DEC_CASE(N, V)                                                                                     \
+    {                                                                                                      \
+        static bool ready = false;                                                                         \
+        if (!ready) {                                                                                      \
+            cudaError_t e = cudaFuncSetAttribute(k_attn_decode<T, N, V>,                                   \
+                                                 cudaFuncAttributeMaxDynamicSharedMemorySize,               \
+                                                 (int)dec_smem(N, V ? 128 : ATTN_MAX_HD, V));               \
+            if (e != cudaSuccess) return (int)e;                                                           \
+            ready = true;                                                                                  \
+        }                                                                                                  \
+        k_attn_decode<T, N, V><<<grid, DEC_THREADS, shm, st>>>(out, q, kc, vc, a);                         \
+        break;                                                                                             \
+    }
+    switch (GM * 2 + vs) {
+    case 2: DEC_CASE(1, false)
+    case 4: DEC_CASE(2, false)
+    case 5: DEC_CASE(2, true)
+    case 8: DEC_CASE(4, false)
+    case 9: DEC_CASE(4, true)
+    case 16: DEC_CASE(8, false)
+    case 17: DEC_CASE(8, true)
+    }
+#undef DEC_CASE
+    return launch_status();
+}
+
+/* ---- prefill on tensor cores ------------------------------------------------------------
+ * Flash-attention tiling as FlashAttention-2 lays it out (Dao, arXiv 2307.08691: Q tile
+ * resident, K/V tiles streamed, online softmax, the 1/l division once at the end) for the
+ * sequences of a step with at least FA_MIN_Q query tokens. A CTA takes FA_BQ consecutive
+ * queries of one query head; its 4 warps own 16 rows each. Everything a warp computes stays in
+ * registers in the layouts of the m16n8k16 MMA instruction (PTX ISA, "Matrix fragments for
+ * mma.m16n8k16"): Q as A fragments, loaded once; S = Q K^T into accumulators, whose layout
+ * (row lane/4 and lane/4 + 8, two adjacent columns per 8-column tile) is that of an A fragment
+ * once rounded to 16 bits, so P feeds P V without leaving the registers; O in accumulators,
+ * each thread rescaling its own two rows. The row max and sum are reduced over the 4 lanes that
+ * share a row. K/V tiles are gathered through the block table with cp.async into a double
+ * buffer (the next tile lands while this one is computed) and read with ldmatrix (.trans for
+ * V, which P V needs key-major). Rows are padded by 16 bytes so ldmatrix's 8 row reads fall in
+ * distinct banks. Masks (causal, sliding window, the tile's end) are computed per element only
+ * for the tiles that need them. The CTA grid runs query heads fastest and a sequence's last
+ * (longest, under the causal mask) tiles first, so the long CTAs start early and the short ones
+ * fill the tail. 16-bit types and head_dim 64/80/96/128 only; everything else stays on k_attn. */
+#define FA_BQ 64
+#define FA_BK 64
+#define FA_WARPS 4
+#define FA_MIN_Q 16
+
+template <int HD> struct fa_layout {
+    static constexpr int LDQ = HD + 8; /* Q, K, V rows (elements): 16 bytes of skew */
+    static constexpr size_t Q = (size_t)FA_BQ * LDQ * 2, KV = (size_t)FA_BK * LDQ * 2;
+    static constexpr size_t BYTES = Q + 4 * KV; /* Q, then K and V twice (double buffer) */
+};
 
 template <typename T, int HD>
 __global__ void __launch_bounds__(FA_WARPS * 32, 2)
