@@ -2,11 +2,14 @@
  * kernels/attention.cu — causal attention of a varlen batch over the paged KV cache: prefill,
  * chunked prefill and decode mixed in one call, GQA-aware, long contexts split (flash-decoding).
  *
- * Three kernels share the work by the query count of each sequence (see lunar_cuda_attention):
+ * Four kernels share the work by the query count of each sequence (see lunar_cuda_attention):
  *   k_fa_prefill   sequences of FA_MIN_Q+ queries in f16/bf16 with head_dim 64/80/96/128:
  *                  flash-attention tiling on tensor cores (mma.sync, operands in registers).
- *   k_attn_decode  sequences of fewer queries (decode steps): one CTA per (token, kv head,
- *                  partition) serving the whole GQA group, a thread per key for the scores.
+ *   k_attn_decode_tc  sequences of fewer queries (decode steps) of GQA models (groups of 2
+ *                  to 8) in f16/bf16 with those head sizes: one CTA per (token, kv head,
+ *                  partition), the group's queries as the rows of tensor-core MMAs.
+ *   k_attn_decode  the other decode tokens: the same CTA layout on CUDA cores, a thread per
+ *                  key for the scores.
  *   k_attn         everything else (f32, other head sizes, GQA groups over 8), on CUDA cores:
  *                  a CTA takes one kv head and a tile of up to 8 "rows", a row being one (query
  *                  token, query head) pair of the same sequence, so each K/V vector fetched is
@@ -560,6 +563,10 @@ template <int HD> struct fa_layout {
     static constexpr int LDQ = HD + 8; /* Q, K, V rows (elements): 16 bytes of skew */
     static constexpr size_t Q = (size_t)FA_BQ * LDQ * 2, KV = (size_t)FA_BK * LDQ * 2;
     static constexpr size_t BYTES = Q + 4 * KV; /* Q, then K and V twice (double buffer) */
+    /* k_attn_decode_tc: 16 query rows, the same K/V buffers; at the end the warps' O, max and
+     * sum for their merge reuse it all */
+    static constexpr size_t QD = (size_t)16 * LDQ * 2, DEC_BYTES = QD + 4 * KV;
+    static_assert(DEC_BYTES >= (size_t)FA_WARPS * 16 * ((HD + 4) + 2) * 4, "merge space");
 };
 
 template <typename T, int HD>
@@ -726,6 +733,190 @@ static int fa_launch(T *out, const T *q, const T *kc, const T *vc, const attn_ar
     return launch_status();
 }
 
+/* ---- decode on tensor cores ---------------------------------------------------------------
+ * The decode tokens of GQA models (groups of 2 to 16 query heads per kv head) in f16/bf16 with
+ * head_dim 64/80/96/128: a CTA takes one token, one kv head and one partition of its context,
+ * as k_attn_decode does, but the group's queries are the 16 rows of m16n8k16 MMAs (zero rows
+ * past G), so scores, softmax and P V happen in registers as in k_fa_prefill and the CTA's
+ * instruction count per key is a small fraction of the CUDA-core kernel's, which (4 query
+ * heads, head_dim 128) spends ~1,500 thread instructions per key and stayed near half the
+ * copy bandwidth. K/V tiles of FA_BK keys are gathered by cp.async into a double buffer
+ * shared by the CTA; warp w scores and accumulates keys [16w, 16w + 16) of every tile with its
+ * own online softmax, and the four warps' (max, sum, O) are merged through shared memory at
+ * the end. The partition's bounds already hold the causal and window limits, so the only mask
+ * is the context's end in the last tile. */
+template <typename T, int HD>
+__global__ void __launch_bounds__(FA_WARPS * 32)
+k_attn_decode_tc(T *out, const T *q, const T *kc, const T *vc, attn_args a)
+{
+    typedef fa_layout<HD> L;
+    constexpr int CH = HD / 8, NT = FA_WARPS * 32, KT = HD / 16, DB = HD / 8, PF = FA_BK * CH / NT;
+    constexpr int LDO = HD + 4; /* the merge's O rows (floats) */
+    extern __shared__ __align__(128) unsigned char fa_sh[];
+    T *sQ = (T *)fa_sh; /* 16 rows; K/V buffer b at QD + 2b KV, V right after K */
+
+    int t = blockIdx.x, kvh = blockIdx.y, z = blockIdx.z;
+    int s = upper_index(a.qs, a.num_seqs, t);
+    int qbeg = a.qs[s], qlen = a.qs[s + 1] - qbeg;
+    if (a.dec_short_only && qlen >= a.minq) return;
+    int G = a.nh / a.nkv;
+    int pos = a.seq_lens[s] - qlen + (t - qbeg);
+    int lo = a.window > 0 ? max(0, pos - a.window + 1) : 0;
+    int kbeg = max(lo, z * a.part), kend = min(pos + 1, (z + 1) * a.part);
+    if (kbeg >= kend) return; /* the merge reads only partitions that hold keys */
+    int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+
+    for (int i = tid; i < 16 * CH; i += NT) {
+        int r = i / CH, c = (i % CH) * 8;
+        cp_async16(sQ + r * L::LDQ + c, q + (size_t)t * a.q_stride + (size_t)(kvh * G + min(r, G - 1)) * HD + c, r < G);
+    }
+    const int32_t *btab = a.bt + (size_t)s * a.mbps;
+    size_t row_elems = (size_t)a.nkv * HD;
+    auto fetch = [&](int k0, int buf) {
+#pragma unroll
+        for (int u = 0; u < PF; u++) {
+            int i = tid + u * NT, r = i / CH, c = (i % CH) * 8, j = k0 + r;
+            bool ok = j < kend;
+            int jj = ok ? j : k0;
+            size_t off = ((size_t)btab[jj / a.bs] * a.bs + jj % a.bs) * row_elems + (size_t)kvh * HD + c;
+            T *dst = (T *)(fa_sh + L::QD + buf * 2 * L::KV) + r * L::LDQ + c;
+            cp_async16(dst, kc + off, ok);
+            cp_async16(dst + FA_BK * L::LDQ, vc + off, ok);
+        }
+    };
+    fetch(kbeg, 0);
+    cp_async_commit();
+
+    int cq = (lane & 3) * 2;
+    uint32_t qa[KT][4];
+    float o[DB][4], m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+#pragma unroll
+    for (int d = 0; d < DB; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.0f;
+    int ntiles = (kend - kbeg + FA_BK - 1) / FA_BK;
+    for (int it = 0; it < ntiles; it++) {
+        int k0 = kbeg + it * FA_BK, buf = it & 1;
+        if (it + 1 < ntiles) {
+            fetch(k0 + FA_BK, buf ^ 1);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();
+        if (it == 0) {
+#pragma unroll
+            for (int k = 0; k < KT; k++) ldsm_x4(qa[k], sQ + (lane & 15) * L::LDQ + k * 16 + (lane >> 4) * 8);
+        }
+        int kw = k0 + warp * 16; /* this warp's 16 keys */
+        if (kw < kend) {
+            const T *K = (const T *)(fa_sh + L::QD + buf * 2 * L::KV) + warp * 16 * L::LDQ, *V = K + FA_BK * L::LDQ;
+            float sc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+#pragma unroll
+            for (int k = 0; k < KT; k++) {
+                uint32_t b[4];
+                ldsm_x4(b, K + ((lane & 7) + (lane >> 4) * 8) * L::LDQ + k * 16 + ((lane >> 3) & 1) * 8);
+                mma16816<T>(sc[0], qa[k], b);
+                mma16816<T>(sc[1], qa[k], b + 2);
+            }
+            if (kw + 16 > kend) {
+#pragma unroll
+                for (int n = 0; n < 2; n++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++)
+                        if (kw + n * 8 + cq + (e & 1) >= kend) sc[n][e] = -INFINITY;
+            }
+            float mx0 = fmaxf(m0, fmaxf(fmaxf(sc[0][0], sc[0][1]), fmaxf(sc[1][0], sc[1][1])));
+            float mx1 = fmaxf(m1, fmaxf(fmaxf(sc[0][2], sc[0][3]), fmaxf(sc[1][2], sc[1][3])));
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+            float b0 = mx0 * a.scale, b1 = mx1 * a.scale; /* finite: each warp's first key is valid */
+            float c0 = fast_exp2(m0 * a.scale - b0), c1 = fast_exp2(m1 * a.scale - b1);
+            m0 = mx0, m1 = mx1;
+            l0 *= c0, l1 *= c1;
+#pragma unroll
+            for (int d = 0; d < DB; d++) o[d][0] *= c0, o[d][1] *= c0, o[d][2] *= c1, o[d][3] *= c1;
+            uint32_t pa[4];
+            pa[0] = pack2<T>(fast_exp2(fmaf(sc[0][0], a.scale, -b0)), fast_exp2(fmaf(sc[0][1], a.scale, -b0)), &l0);
+            pa[1] = pack2<T>(fast_exp2(fmaf(sc[0][2], a.scale, -b1)), fast_exp2(fmaf(sc[0][3], a.scale, -b1)), &l1);
+            pa[2] = pack2<T>(fast_exp2(fmaf(sc[1][0], a.scale, -b0)), fast_exp2(fmaf(sc[1][1], a.scale, -b0)), &l0);
+            pa[3] = pack2<T>(fast_exp2(fmaf(sc[1][2], a.scale, -b1)), fast_exp2(fmaf(sc[1][3], a.scale, -b1)), &l1);
+#pragma unroll
+            for (int d = 0; d < DB; d += 2) {
+                uint32_t b[4];
+                ldsm_x4_t(b, V + ((lane & 7) + ((lane >> 3) & 1) * 8) * L::LDQ + d * 8 + (lane >> 4) * 8);
+                mma16816<T>(o[d], pa, b);
+                mma16816<T>(o[d + 1], pa, b + 2);
+            }
+        }
+        __syncthreads(); /* this buffer is refilled by the next iteration's fetch */
+    }
+    /* merge the warps: rows are query heads, only the first G are real */
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    float *sO = (float *)fa_sh, *sM = sO + FA_WARPS * 16 * LDO, *sL = sM + FA_WARPS * 16;
+    int r0 = lane >> 2;
+    if (r0 < G) {
+#pragma unroll
+        for (int d = 0; d < DB; d++) {
+            sO[(warp * 16 + r0) * LDO + d * 8 + cq] = o[d][0];
+            sO[(warp * 16 + r0) * LDO + d * 8 + cq + 1] = o[d][1];
+        }
+        if ((lane & 3) == 0) sM[warp * 16 + r0] = m0, sL[warp * 16 + r0] = l0;
+    }
+    if (r0 + 8 < G) {
+#pragma unroll
+        for (int d = 0; d < DB; d++) {
+            sO[(warp * 16 + r0 + 8) * LDO + d * 8 + cq] = o[d][2];
+            sO[(warp * 16 + r0 + 8) * LDO + d * 8 + cq + 1] = o[d][3];
+        }
+        if ((lane & 3) == 0) sM[warp * 16 + r0 + 8] = m1, sL[warp * 16 + r0 + 8] = l1;
+    }
+    __syncthreads();
+    for (int i = tid; i < G * HD; i += NT) {
+        int g = i / HD, d = i % HD, head = kvh * G + g;
+        float M = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < FA_WARPS; w++) M = fmaxf(M, sM[w * 16 + g]);
+        float A = 0.0f, Ls = 0.0f;
+#pragma unroll
+        for (int w = 0; w < FA_WARPS; w++) {
+            float mw = sM[w * 16 + g];
+            if (mw == -INFINITY) continue; /* a warp that saw no key */
+            float f = fast_exp2((mw - M) * a.scale);
+            A += sO[(w * 16 + g) * LDO + d] * f;
+            Ls += sL[w * 16 + g] * f;
+        }
+        float ov = Ls > 0.0f ? A / Ls : 0.0f;
+        if (a.nsplit == 1) {
+            out[(size_t)t * a.out_stride + (size_t)head * HD + d] = from_f<T>(ov);
+        } else {
+            size_t e = ((size_t)t * a.nh + head) * a.nsplit + z;
+            a.ws_acc[e * HD + d] = ov;
+            if (d == 0) a.ws_ml[e * 2] = M * a.scale, a.ws_ml[e * 2 + 1] = Ls;
+        }
+    }
+}
+
+template <typename T, int HD>
+static int dec_tc_launch(T *out, const T *q, const T *kc, const T *vc, const attn_args &a, int num_tokens,
+                         cudaStream_t st)
+{
+    static bool ready = false; /* the >48 KiB shared-memory opt-in, once per instantiation */
+    if (!ready) {
+        cudaError_t e = cudaFuncSetAttribute(k_attn_decode_tc<T, HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             (int)fa_layout<HD>::DEC_BYTES);
+        if (e != cudaSuccess) return (int)e;
+        ready = true;
+    }
+    k_attn_decode_tc<T, HD><<<dim3(num_tokens, a.nkv, a.nsplit), FA_WARPS * 32, fa_layout<HD>::DEC_BYTES, st>>>(
+        out, q, kc, vc, a);
+    return launch_status();
+}
+
 /* The flash kernel takes this step's long sequences when the type and head_dim allow it. */
 static bool fa_eligible(lunar_dtype_t dt, int hd, int num_tokens)
 {
@@ -735,6 +926,18 @@ static bool fa_eligible(lunar_dtype_t dt, int hd, int num_tokens)
         off = e && !strcmp(e, "0");
     }
     return !off && num_tokens >= FA_MIN_Q && (dt == LUNAR_DTYPE_BF16 || dt == LUNAR_DTYPE_F16) &&
+           (hd == 64 || hd == 80 || hd == 96 || hd == 128);
+}
+
+/* k_attn_decode_tc takes the decode tokens when the type, head_dim and GQA group allow it. */
+static bool dec_tc_eligible(lunar_dtype_t dt, int hd, int G)
+{
+    static int off = -1;
+    if (off < 0) {
+        const char *e = getenv("LUNAR_CUDA_DECODE_TC");
+        off = e && !strcmp(e, "0");
+    }
+    return !off && G >= 2 && G <= 16 && (dt == LUNAR_DTYPE_BF16 || dt == LUNAR_DTYPE_F16) &&
            (hd == 64 || hd == 80 || hd == 96 || hd == 128);
 }
 
@@ -862,13 +1065,25 @@ extern "C" int lunar_cuda_attention(void *out, const void *q, const void *k_cach
 #undef FA_CALL
         if (rc) return rc;
     }
+    bool dec_tc = dec && dec_tc_eligible(dt, head_dim, num_heads / num_kv_heads);
+    if (dec_tc) {
+#define TC_CALL(TT, HD) \
+    dec_tc_launch<TT, HD>((TT *)out, (const TT *)q, (const TT *)k_cache, (const TT *)v_cache, a, num_tokens, st)
+#define TC_HD(TT) \
+    (head_dim == 64 ? TC_CALL(TT, 64) : head_dim == 80 ? TC_CALL(TT, 80) : head_dim == 96 ? TC_CALL(TT, 96) \
+                                                                         : TC_CALL(TT, 128))
+        rc = dt == LUNAR_DTYPE_BF16 ? TC_HD(bf16_t) : TC_HD(f16_t);
+#undef TC_HD
+#undef TC_CALL
+        if (rc) return rc;
+    }
     if (use_attn) {
         k_attn_plan<<<1, 1024, 0, st>>>((int32_t *)a.tile_start, query_start, num_seqs, p.qt, a.only, FA_MIN_Q);
         if ((rc = launch_status())) return rc;
     }
     dim3 grid(p.max_tiles, num_kv_heads * p.hcn, p.nsplit);
     LUNAR_DISPATCH(dt, {
-        if (dec) {
+        if (dec && !dec_tc) {
             rc = dec_launch<T>((T *)out, (const T *)q, (const T *)k_cache, (const T *)v_cache, a, num_tokens,
                                p.nsplit, st);
             if (rc) return rc;
