@@ -457,8 +457,10 @@ static void run_mode(lunar_dtype_t dt, const char *dtype)
         static const int Ts[] = {1, 7, 33, 513};
         for (int wi = 0; wi < NGEMM; wi++)
             for (int i = 0; i < 4; i++) test_gemm(Ts[i], wi, (wi + i) & 1);
-        static const int Tm[] = {1, 3, 8, 9, 33};
-        for (int i = 0; i < 5; i++) {
+        /* one token (straight into the outputs), through the scratch, and past FUSE_MAX_T (one
+         * GEMM per matrix) */
+        static const int Tm[] = {1, 3, 8, 9, 33, 513};
+        for (int i = 0; i < 6; i++) {
             test_gemm_multi(Tm[i], 0, 3, i & 1); /* q/k/v */
             test_gemm_multi(Tm[i], 4, 2, 0);     /* gate/up */
         }
@@ -466,6 +468,7 @@ static void run_mode(lunar_dtype_t dt, const char *dtype)
         test_rope(17, 4, 4, 80, 40); /* partial rotary */
         test_rope(5, 16, 2, 128, 32);
         test_silu_mul(100003);
+        test_silu_mul(8 * 4099); /* the 8-wide kernel */
         test_kv_write(37, 2, 80, 13);
         test_kv_write(16, 8, 128, 16);
         test_logits(40, 24, 0, 24);
