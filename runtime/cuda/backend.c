@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "backend/pool.h"
 #include "core/error.h"
 #include "cuda_backend_ops.h"
 #include "kernels.h"
@@ -52,6 +53,7 @@ typedef struct cuda_backend {
     size_t upload_total;  /* bytes prepare() will upload (the progress bar's 100%) */
     double upload_t0;
     int upload_pct;       /* last percentage drawn; -1: no bar (stderr not a terminal) */
+    struct stage *stage;  /* during prepare(): pinned staging of checkpoint uploads (NULL: plain copies) */
 
     /* this step's metadata: pinned host staging and its device copy, same layout */
     char *hmeta, *dmeta;
@@ -197,12 +199,15 @@ static void check_blas(cuda_backend_t *c, const char *op, cublasStatus_t st)
 static void graph_flush(cuda_backend_t *c);
 static void sample_free(cuda_backend_t *c);
 
+static void stage_close(cuda_backend_t *c);
+
 static void cuda_free_all(lunar_backend_t *be)
 {
     cuda_backend_t *c = CB(be);
     if (!c) return;
     cudaSetDevice(c->device);
     if (c->stream) cudaStreamSynchronize(c->stream);
+    stage_close(c);
     prof_report(c);
     for (int i = 0; i < c->nw; i++)
         if (c->w[i].owner) cudaFree(c->w[i].d);
@@ -309,6 +314,82 @@ static void upload_progress(cuda_backend_t *c)
     fflush(stderr);
 }
 
+/* Checkpoint tensors reach the GPU through two pinned staging buffers: while the DMA of one
+ * runs, a few threads copy the next piece of the tensor (mmap'd file pages, touched here for
+ * the first time, or the loader's converted copy) into the other. A plain cudaMemcpy from
+ * pageable memory stages through the driver's buffers one piece at a time on the calling
+ * thread: 6.8 GiB/s for a Llama-3-8B in bf16 from the page cache (H100, 2.2 s for 15 GiB). */
+#define STAGE_BYTES (64u << 20)
+#define STAGE_THREADS 8
+typedef struct stage {
+    char *buf[2];
+    cudaEvent_t done[2];  /* the DMA out of buf[i] finished */
+    int next;
+    pool_t *pool;
+} stage_t;
+
+static void stage_close(cuda_backend_t *c)
+{
+    stage_t *s = c->stage;
+    if (!s) return;
+    for (int i = 0; i < 2; i++) {
+        if (s->done[i]) cudaEventSynchronize(s->done[i]), cudaEventDestroy(s->done[i]);
+        if (s->buf[i]) cudaFreeHost(s->buf[i]);
+    }
+    if (s->pool) pool_free(s->pool);
+    free(s);
+    c->stage = NULL;
+}
+
+/* Staging for prepare(); when pinned memory, events or threads cannot be had the uploads fall
+ * back to plain copies (slower, not wrong). */
+static void stage_open(cuda_backend_t *c)
+{
+    stage_t *s = calloc(1, sizeof *s);
+    if (!(c->stage = s)) return;
+    int ok = 1;
+    for (int i = 0; i < 2 && ok; i++)
+        ok = cudaHostAlloc((void **)&s->buf[i], STAGE_BYTES, cudaHostAllocDefault) == cudaSuccess &&
+             cudaEventCreateWithFlags(&s->done[i], cudaEventDisableTiming) == cudaSuccess;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (ok) ok = !pool_create(cores > STAGE_THREADS ? STAGE_THREADS : cores > 0 ? (int)cores : 1, &s->pool);
+    if (!ok) {
+        (void)cudaGetLastError();
+        stage_close(c);
+        lunar_log(LUNAR_LOG_DEBUG, "cuda", "no pinned staging for the weight upload: plain copies");
+    }
+}
+
+typedef struct { char *dst; const char *src; size_t n; int parts; } stage_copy_t;
+static void stage_part(void *ctx, int i, int thread)
+{
+    stage_copy_t *t = ctx;
+    (void)thread;
+    size_t a = t->n * (size_t)i / (size_t)t->parts, b = t->n * (size_t)(i + 1) / (size_t)t->parts;
+    memcpy(t->dst + a, t->src + a, b - a);
+}
+
+/* n bytes from host src to device dst, on the stream; complete once stage_close() returns or
+ * the stream is synchronized. */
+static cudaError_t stage_upload(cuda_backend_t *c, char *dst, const char *src, size_t n)
+{
+    stage_t *s = c->stage;
+    if (!s) return cudaMemcpy(dst, src, n, cudaMemcpyHostToDevice);
+    for (size_t off = 0; off < n; off += STAGE_BYTES) {
+        size_t len = n - off < STAGE_BYTES ? n - off : STAGE_BYTES;
+        int b = s->next;
+        s->next ^= 1;
+        cudaError_t e = cudaEventSynchronize(s->done[b]); /* its previous DMA is done */
+        if (e != cudaSuccess) return e;
+        stage_copy_t t = {s->buf[b], src + off, len, 4 * pool_threads(s->pool)};
+        pool_run(s->pool, stage_part, &t, t.parts, 1e12);
+        e = cudaMemcpyAsync(dst + off, s->buf[b], len, cudaMemcpyHostToDevice, c->stream);
+        if (e == cudaSuccess) e = cudaEventRecord(s->done[b], c->stream);
+        if (e != cudaSuccess) return e;
+    }
+    return cudaSuccess;
+}
+
 /* Uploads tensors ts[0..n) (NULLs skipped) into ONE allocation, back to back in that order, so
  * that a group with the same input (q/k/v, gate/up) is one [sum N][K] matrix for a single
  * GEMM while each tensor is still found alone by its pointer. */
@@ -352,7 +433,7 @@ static int upload_group(cuda_backend_t *c, const lunar_tensor_t *const *ts, int 
         lunar_dummy_params_t dp;
         cudaError_t e = cudaSuccess;
         if (t->data) {
-            e = cudaMemcpy(d + off, t->data, t->nbytes, cudaMemcpyHostToDevice);
+            e = stage_upload(c, d + off, (const char *)t->data, t->nbytes);
         } else if (lunar_model_dummy_params(c->model, t, &dp)) { /* made here, not uploaded */
             int rc = lunar_cuda_be_dummy_fill(d + off, t->dtype, dp.hash, t->nbytes / lunar_dtype_size(t->dtype),
                                               dp.scale, dp.is_norm, c->stream);
@@ -422,6 +503,7 @@ static int cuda_prepare(lunar_backend_t *be, const lunar_model_t *m)
     c->upload_pct = isatty(2) && lunar_log_get_level() <= LUNAR_LOG_INFO ? 0 : -1;
     c->model = m;
     c->upload_t0 = now_s();
+    if (w->embed->data) stage_open(c); /* a checkpoint to copy (dummy weights are made on the GPU) */
     int rc = upload(c, w->embed);
     if (!rc) rc = upload(c, w->lm_head);
     for (int l = 0; l < cfg->num_layers && !rc; l++) {
@@ -432,6 +514,12 @@ static int cuda_prepare(lunar_backend_t *be, const lunar_model_t *m)
         if (!rc) rc = upload_group(c, gu, 2);
         if (!rc) rc = upload(c, lw->wo);
         if (!rc) rc = upload(c, lw->w_down);
+    }
+    stage_close(c); /* waits for the last staged copies */
+    if (!rc) {
+        cudaError_t e = cudaStreamSynchronize(c->stream);
+        if (e != cudaSuccess)
+            rc = lunar_error(LUNAR_EDEVICE, "cuda backend: uploading the weights: %s", cudaGetErrorString(e));
     }
     if (rc) return rc;
     be->weight_bytes = c->weight_bytes;
