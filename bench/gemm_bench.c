@@ -6,8 +6,8 @@
  * weight bytes / time (the bound at small T) or TFLOP/s (at large T), beside the device copy
  * bandwidth measured in the same run. bf16 in, f32 accumulation; bf16 out, or f32 for the
  * vocabulary projection as the backend's logits. Layout as the backend's gemm_w: y[T][N] =
- * x[T][K] . W[N][K]^T, i.e. column-major y^T = op_T(W) . x^T. Not a test. Usage:
- * bench_gemm [commit]
+ * x[T][K] . W[N][K]^T, i.e. column-major y^T = op_T(W) . x^T. At one token, the backend's own
+ * weight-streaming kernel (lunar_cuda_be_gemv) too. Not a test. Usage: bench_gemm [commit]
  */
 #include <cublasLt.h>
 #include <cublas_v2.h>
@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "cuda_backend_ops.h"
 
 #define CK(call)                                                                           \
     do {                                                                                   \
@@ -60,6 +62,11 @@ static void run_lt(gemm_t *g)
     float one = 1.0f, zero = 0.0f;
     CK(cublasLtMatmul(g->lt, g->op, &one, g->w, g->la, g->x, g->lb, &zero, g->y, g->lc, g->y, g->lc, &g->algo, g->ws,
                       WS_BYTES, 0));
+}
+
+static void run_gemv(gemm_t *g)
+{
+    CK(lunar_cuda_be_gemv(g->y, g->f32_out, g->x, g->w, g->N, g->K, LUNAR_DTYPE_BF16, NULL));
 }
 
 static float time_us(void (*fn)(gemm_t *), gemm_t *g)
@@ -115,7 +122,7 @@ int main(int argc, char **argv)
     printf("# bench_gemm: cublasGemmEx default vs cuBLASLt (heuristic first, best of %d timed) | %s | device copy %.0f "
            "GB/s | commit %s\n", CANDIDATES, p.name, copy_gbs, argc > 1 ? argv[1] : "?");
     printf("%-22s %5s %10s %10s %10s %9s %9s %7s %s\n", "weight N x K", "T", "ex us", "lt1 us", "ltbest us", "ex GB/s",
-           "best GB/s", "ex/best", "(TFLOP/s ex -> best)");
+           "best GB/s", "ex/best", "(TFLOP/s ex -> best) [gemv us, GB/s]");
     static const struct { const char *name; int N, K, f32; } shp[] = {
         {"q/k/v 6144x4096", 6144, 4096, 0},       {"gate/up 28672x4096", 28672, 4096, 0},
         {"o 4096x4096", 4096, 4096, 0},           {"down 4096x14336", 4096, 14336, 0},
@@ -153,9 +160,14 @@ int main(int argc, char **argv)
             double wbytes = (double)g.N * g.K * 2, flop = 2.0 * g.N * g.K * g.T;
             char row[64];
             snprintf(row, sizeof row, "%s", shp[si].name);
-            printf("%-22s %5d %10.1f %10.1f %10.1f %9.0f %9.0f %7.2f (%.0f -> %.0f)\n", row, g.T, ex, lt1, best,
+            printf("%-22s %5d %10.1f %10.1f %10.1f %9.0f %9.0f %7.2f (%.0f -> %.0f)", row, g.T, ex, lt1, best,
                    wbytes / (ex * 1e-6) / 1e9, wbytes / (best * 1e-6) / 1e9, ex / best, flop / (ex * 1e-6) / 1e12,
                    flop / (best * 1e-6) / 1e12);
+            if (g.T == 1) {
+                float gv = time_us(run_gemv, &g);
+                printf(" [%.1f, %.0f]", gv, wbytes / (gv * 1e-6) / 1e9);
+            }
+            printf("\n");
             fflush(stdout);
             cublasLtMatmulPreferenceDestroy(pref);
             cublasLtMatrixLayoutDestroy(g.la);

@@ -325,6 +325,46 @@ __global__ void k_be_rope_v(T *q, T *k, const float *cs, int T_, int nq, int nk,
     store8v(v + i + half, rb);
 }
 
+/* The decode GEMM of one token: a warp per weight row, each lane streaming 16-byte chunks of
+ * the row GV_U at a time (GV_U loads in flight per lane before any use: 4 KB a warp, and some
+ * 46 warps an SM for q/k/v), x through the read-only cache (every warp of an SM reads it), the
+ * dot product reduced by shuffles. cuBLAS's kernels for one token read q/k/v [6144][4096] at
+ * ~1.5-1.7 TB/s and o [4096][4096] at ~1.6 TB/s on an H100; this one 1.9 and 2.2 (bench/
+ * gemm_bench.c), and the batch-1 decode step of Llama-3-8B went from 6.60 to 6.43 ms. For 2
+ * tokens it was faster alone on every shape yet slower in the CUDA-graph step (6.86 vs 6.77 ms),
+ * for 4 much slower (8.02 vs 6.90; x re-read per token): those stay on cuBLAS. */
+#define GV_U 8
+template <typename T, typename Y>
+__global__ void __launch_bounds__(256) k_be_gemv(Y *y, const T *x, const T *W, int N, int K)
+{
+    int lane = threadIdx.x & 31;
+    int row = (int)((blockIdx.x * blockDim.x + threadIdx.x) >> 5), rows = (int)((gridDim.x * blockDim.x) >> 5);
+    for (; row < N; row += rows) {
+        const T *w = W + (size_t)row * K;
+        float acc = 0.0f;
+        for (int k0 = lane * 8; k0 < K; k0 += 32 * 8 * GV_U) {
+            uint4 wv[GV_U];
+#pragma unroll
+            for (int u = 0; u < GV_U; u++) {
+                int k = k0 + u * 256;
+                wv[u] = k < K ? __ldcs((const uint4 *)(w + k)) : make_uint4(0, 0, 0, 0); /* streamed once */
+            }
+#pragma unroll
+            for (int u = 0; u < GV_U; u++) {
+                int k = k0 + u * 256;
+                if (k >= K) break;
+                uint4 xv = __ldg((const uint4 *)(x + k));
+                const T *we = (const T *)&wv[u], *xe = (const T *)&xv;
+#pragma unroll
+                for (int e = 0; e < 8; e++) acc = fmaf(ld(&we[e]), ld(&xe[e]), acc);
+            }
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+        if (lane == 0) st(&y[row], acc);
+    }
+}
+
 /* --load-format dummy made on the device: model/dummy.c's values (lunar_model_dummy_params),
  * bit for bit (the f32 arithmetic is exact up to the one product by scale, then one rounding
  * to nearest even as the host's conversion), without 16 GB of host memory and its copy. */
@@ -484,6 +524,32 @@ extern "C" int lunar_cuda_be_split_cols(const lunar_cuda_be_segs_t *out, const v
         return launched();
     }
     DISPATCH(dt, (k_be_split_cols<A><<<grid_for(n, 256), 256, 0, S(stream)>>>(*out, (const A *)src, T, Ntot)));
+    return launched();
+}
+
+template <typename T, typename Y>
+static void gemv_launch(Y *y, const T *x, const T *W, int N, int K, cudaStream_t st)
+{
+    /* a warp per row, at most 8 CTAs of 8 warps per SM (132 SMs) at a time; rows loop past that */
+    int blocks = (N + 7) / 8;
+    if (blocks > 132 * 8) blocks = 132 * 8;
+    k_be_gemv<T, Y><<<blocks, 256, 0, st>>>(y, x, W, N, K);
+}
+
+extern "C" int lunar_cuda_be_gemv(void *y, int y_f32, const void *x, const void *W, int N, int K, lunar_dtype_t dt,
+                                  void *stream)
+{
+    if (N < 1 || K < 8 || K % 8 || ((uintptr_t)x | (uintptr_t)W) % 16 ||
+        (dt != LUNAR_DTYPE_BF16 && dt != LUNAR_DTYPE_F16))
+        return LUNAR_CUDA_BE_EARG;
+    cudaStream_t st = S(stream);
+    if (dt == LUNAR_DTYPE_BF16) {
+        if (y_f32) gemv_launch((float *)y, (const __nv_bfloat16 *)x, (const __nv_bfloat16 *)W, N, K, st);
+        else gemv_launch((__nv_bfloat16 *)y, (const __nv_bfloat16 *)x, (const __nv_bfloat16 *)W, N, K, st);
+    } else {
+        if (y_f32) gemv_launch((float *)y, (const __half *)x, (const __half *)W, N, K, st);
+        else gemv_launch((__half *)y, (const __half *)x, (const __half *)W, N, K, st);
+    }
     return launched();
 }
 

@@ -57,6 +57,10 @@ typedef struct lunar_cuda_be_segs {
 int lunar_cuda_be_split_cols(const lunar_cuda_be_segs_t *out, const void *src, int T, int Ntot, lunar_dtype_t dt,
                              void *stream);
 /* n elements of a dummy tensor (lunar_model_dummy_params' generator) in dt at dst. */
+/* y[N] = W[N][K] . x[K] (one token), 16-bit x and W, f32 accumulation, y in the act dtype or
+ * f32 (y_f32). K % 8 == 0 and 16-byte aligned x and W, else LUNAR_CUDA_BE_EARG. */
+int lunar_cuda_be_gemv(void *y, int y_f32, const void *x, const void *W, int N, int K, lunar_dtype_t dt,
+                       void *stream);
 int lunar_cuda_be_dummy_fill(void *dst, lunar_dtype_t dt, uint64_t hash, size_t n, float scale, int is_norm,
                              void *stream);
 /* dst[i] = src[idx[i]] for n rows of `dim` elements of dt. */

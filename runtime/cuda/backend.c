@@ -81,6 +81,7 @@ typedef struct cuda_backend {
     void *blas_ws;        /* cuBLAS workspace: fixed, so captured GEMMs allocate nothing */
 
     int attn_generic;     /* LUNAR_CUDA_ATTN=generic: the plain attention kernel always (tests) */
+    int gemv_off;         /* LUNAR_CUDA_GEMV=0: cuBLAS for every GEMM */
     struct prof *prof;    /* LUNAR_CUDA_PROFILE=1 */
     struct {              /* the sample op (cuda_sample): buffers grown to the largest step seen */
         char *hin, *din;  /* pinned staging of the rows' params and penalty lists, and its device copy */
@@ -467,6 +468,14 @@ static void gemm_w(cuda_backend_t *c, const char *op, void *y, cudaDataType_t yt
 {
     int N = (int)W->shape[0], K = (int)W->shape[1];
     float one = 1.0f, zero = 0.0f;
+    /* one token (decode at batch 1): the weight-streaming kernel, where it applies */
+    if (T == 1 && !c->gemv_off && c->be.act_dtype != LUNAR_DTYPE_F32) {
+        int rc = lunar_cuda_be_gemv(y, ytype == CUDA_R_32F, x, d, N, K, c->be.act_dtype, c->stream);
+        if (rc != LUNAR_CUDA_BE_EARG) {
+            check(c, op, rc);
+            return;
+        }
+    }
     cudaDataType_t at = cuda_type(c->be.act_dtype);
     cublasComputeType_t ct = c->be.act_dtype == LUNAR_DTYPE_F32 ? CUBLAS_COMPUTE_32F_PEDANTIC : CUBLAS_COMPUTE_32F;
     check_blas(c, op, cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, N, T, K, &one, d, at, K, x, at, K, &zero, y,
@@ -1070,6 +1079,8 @@ int lunar_backend_cuda_create(const lunar_backend_params_t *p, lunar_backend_t *
     c->be.graph_max_tokens = c->graphs_on ? GRAPH_MAX_TOKENS : 0;
     const char *a = getenv("LUNAR_CUDA_ATTN");
     c->attn_generic = a && !strcmp(a, "generic");
+    const char *gv = getenv("LUNAR_CUDA_GEMV");
+    c->gemv_off = gv && !strcmp(gv, "0");
     cudaError_t e = cudaSetDevice(c->device);
     if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);
     if (e != cudaSuccess) {
