@@ -569,13 +569,67 @@ template <int HD> struct fa_layout {
     static_assert(DEC_BYTES >= (size_t)FA_WARPS * 16 * ((HD + 4) + 2) * 4, "merge space");
 };
 
+/* Shared by k_fa_prefill and k_attn_decode_tc. */
+
+/* K/V tile of FA_BK keys from k0 (keys from kend on zero-filled) into kv (its K rows, then its
+ * V rows), gathered through the block table btab by cp.async; the caller commits the group. */
+template <typename T, int HD>
+__device__ __forceinline__ void fa_fetch(T *kv, const T *kc, const T *vc, const int32_t *btab, int bs, int nkv,
+                                         int kvh, int k0, int kend)
+{
+    constexpr int CH = HD / 8, NT = FA_WARPS * 32, PF = FA_BK * CH / NT, LDQ = fa_layout<HD>::LDQ;
+    size_t row_elems = (size_t)nkv * HD;
+#pragma unroll
+    for (int u = 0; u < PF; u++) {
+        int i = (int)threadIdx.x + u * NT, r = i / CH, c = (i % CH) * 8, j = k0 + r;
+        bool ok = j < kend;
+        int jj = ok ? j : k0; /* a readable address even when nothing is read */
+        size_t off = ((size_t)btab[jj / bs] * bs + jj % bs) * row_elems + (size_t)kvh * HD + c;
+        cp_async16(kv + r * LDQ + c, kc + off, ok);
+        cp_async16(kv + (FA_BK + r) * LDQ + c, vc + off, ok);
+    }
+}
+
+/* O += P V for one 16-key block: P from the scores s0 (keys 0-7) and s1 (keys 8-15) of this
+ * thread's rows (lane/4 and lane/4 + 8), exp2(s scale - b), rounded to T, its rounded values
+ * added to l0/l1; V's 16 rows start at V. */
+template <typename T, int HD>
+__device__ __forceinline__ void fa_pv16(float (*o)[4], const float *s0, const float *s1, float scale, float b0,
+                                        float b1, float &l0, float &l1, const T *V, int lane)
+{
+    constexpr int LDQ = fa_layout<HD>::LDQ;
+    uint32_t pa[4];
+    pa[0] = pack2<T>(fast_exp2(fmaf(s0[0], scale, -b0)), fast_exp2(fmaf(s0[1], scale, -b0)), &l0);
+    pa[1] = pack2<T>(fast_exp2(fmaf(s0[2], scale, -b1)), fast_exp2(fmaf(s0[3], scale, -b1)), &l1);
+    pa[2] = pack2<T>(fast_exp2(fmaf(s1[0], scale, -b0)), fast_exp2(fmaf(s1[1], scale, -b0)), &l0);
+    pa[3] = pack2<T>(fast_exp2(fmaf(s1[2], scale, -b1)), fast_exp2(fmaf(s1[3], scale, -b1)), &l1);
+#pragma unroll
+    for (int d = 0; d < HD / 8; d += 2) {
+        uint32_t b[4];
+        ldsm_x4_t(b, V + ((lane & 7) + ((lane >> 3) & 1) * 8) * LDQ + d * 8 + (lane >> 4) * 8);
+        mma16816<T>(o[d], pa, b);
+        mma16816<T>(o[d + 1], pa, b + 2);
+    }
+}
+
+/* The max (or sum) of the 4 lanes that share a row. */
+__device__ __forceinline__ float quad_max(float v)
+{
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+    return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+__device__ __forceinline__ float quad_sum(float v)
+{
+    v += __shfl_xor_sync(0xffffffffu, v, 1);
+    return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
 template <typename T, int HD>
 __global__ void __launch_bounds__(FA_WARPS * 32, 2)
 k_fa_prefill(T *out, const T *q, const T *kc, const T *vc, attn_args a, const int32_t *tile_start)
 {
     typedef fa_layout<HD> L;
     constexpr int CH = HD / 8, NT = FA_WARPS * 32, KT = HD / 16, NB = FA_BK / 8, DB = HD / 8;
-    constexpr int PF = FA_BK * CH / NT; /* 16-byte chunks of one K (or V) tile per thread */
     extern __shared__ __align__(128) unsigned char fa_sh[];
     T *sQ = (T *)fa_sh; /* then buffer b: K at Q + 2b KV, V right after it */
 
@@ -595,18 +649,8 @@ k_fa_prefill(T *out, const T *q, const T *kc, const T *vc, attn_args a, const in
     }
     int kend = pos0 + nq, klo = a.window > 0 ? max(0, pos0 - a.window + 1) : 0;
     const int32_t *btab = a.bt + (size_t)s * a.mbps;
-    size_t row_elems = (size_t)a.nkv * HD;
     auto fetch = [&](int k0, int buf) {
-#pragma unroll
-        for (int u = 0; u < PF; u++) {
-            int i = tid + u * NT, r = i / CH, c = (i % CH) * 8, j = k0 + r;
-            bool ok = j < kend;
-            int jj = ok ? j : k0; /* a readable address even when nothing is read */
-            size_t off = ((size_t)btab[jj / a.bs] * a.bs + jj % a.bs) * row_elems + (size_t)kvh * HD + c;
-            T *dst = (T *)(fa_sh + L::Q + buf * 2 * L::KV) + r * L::LDQ + c;
-            cp_async16(dst, kc + off, ok);
-            cp_async16(dst + FA_BK * L::LDQ, vc + off, ok);
-        }
+        fa_fetch<T, HD>((T *)(fa_sh + L::Q + buf * 2 * L::KV), kc, vc, btab, a.bs, a.nkv, kvh, k0, kend);
     };
     fetch(klo, 0);
     cp_async_commit();
@@ -672,10 +716,7 @@ k_fa_prefill(T *out, const T *q, const T *kc, const T *vc, attn_args a, const in
                 mx0 = fmaxf(mx0, fmaxf(sc[n][0], sc[n][1]));
                 mx1 = fmaxf(mx1, fmaxf(sc[n][2], sc[n][3]));
             }
-            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+            mx0 = quad_max(mx0), mx1 = quad_max(mx1);
             /* scores stay unscaled; the scale (log2 e folded in) enters each exponent */
             float b0 = mx0 == -INFINITY ? 0.0f : mx0 * a.scale, b1 = mx1 == -INFINITY ? 0.0f : mx1 * a.scale;
             float c0 = fast_exp2(m0 * a.scale - b0), c1 = fast_exp2(m1 * a.scale - b1); /* exp2(-inf) = 0 */
@@ -684,28 +725,12 @@ k_fa_prefill(T *out, const T *q, const T *kc, const T *vc, attn_args a, const in
 #pragma unroll
             for (int d = 0; d < DB; d++) o[d][0] *= c0, o[d][1] *= c0, o[d][2] *= c1, o[d][3] *= c1;
 #pragma unroll
-            for (int k = 0; k < FA_BK / 16; k++) {
-                uint32_t pa[4];
-                float *s0 = sc[2 * k], *s1 = sc[2 * k + 1];
-                pa[0] = pack2<T>(fast_exp2(fmaf(s0[0], a.scale, -b0)), fast_exp2(fmaf(s0[1], a.scale, -b0)), &l0);
-                pa[1] = pack2<T>(fast_exp2(fmaf(s0[2], a.scale, -b1)), fast_exp2(fmaf(s0[3], a.scale, -b1)), &l1);
-                pa[2] = pack2<T>(fast_exp2(fmaf(s1[0], a.scale, -b0)), fast_exp2(fmaf(s1[1], a.scale, -b0)), &l0);
-                pa[3] = pack2<T>(fast_exp2(fmaf(s1[2], a.scale, -b1)), fast_exp2(fmaf(s1[3], a.scale, -b1)), &l1);
-#pragma unroll
-                for (int d = 0; d < DB; d += 2) {
-                    uint32_t b[4];
-                    ldsm_x4_t(b, V + (k * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * L::LDQ + d * 8 + (lane >> 4) * 8);
-                    mma16816<T>(o[d], pa, b);
-                    mma16816<T>(o[d + 1], pa, b + 2);
-                }
-            }
+            for (int k = 0; k < FA_BK / 16; k++)
+                fa_pv16<T, HD>(o, sc[2 * k], sc[2 * k + 1], a.scale, b0, b1, l0, l1, V + k * 16 * L::LDQ, lane);
         }
         __syncthreads(); /* this buffer is refilled by the next iteration's fetch */
     }
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    l0 = quad_sum(l0), l1 = quad_sum(l1);
     float i0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, i1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
     T *o0 = out + (size_t)(qbeg + q0 + r0) * a.out_stride + (size_t)head * HD + cq;
     T *o1 = o0 + (size_t)8 * a.out_stride;
@@ -750,7 +775,7 @@ __global__ void __launch_bounds__(FA_WARPS * 32)
 k_attn_decode_tc(T *out, const T *q, const T *kc, const T *vc, attn_args a)
 {
     typedef fa_layout<HD> L;
-    constexpr int CH = HD / 8, NT = FA_WARPS * 32, KT = HD / 16, DB = HD / 8, PF = FA_BK * CH / NT;
+    constexpr int CH = HD / 8, NT = FA_WARPS * 32, KT = HD / 16, DB = HD / 8;
     constexpr int LDO = HD + 4; /* the merge's O rows (floats) */
     extern __shared__ __align__(128) unsigned char fa_sh[];
     T *sQ = (T *)fa_sh; /* 16 rows; K/V buffer b at QD + 2b KV, V right after K */
@@ -771,18 +796,8 @@ k_attn_decode_tc(T *out, const T *q, const T *kc, const T *vc, attn_args a)
         cp_async16(sQ + r * L::LDQ + c, q + (size_t)t * a.q_stride + (size_t)(kvh * G + min(r, G - 1)) * HD + c, r < G);
     }
     const int32_t *btab = a.bt + (size_t)s * a.mbps;
-    size_t row_elems = (size_t)a.nkv * HD;
     auto fetch = [&](int k0, int buf) {
-#pragma unroll
-        for (int u = 0; u < PF; u++) {
-            int i = tid + u * NT, r = i / CH, c = (i % CH) * 8, j = k0 + r;
-            bool ok = j < kend;
-            int jj = ok ? j : k0;
-            size_t off = ((size_t)btab[jj / a.bs] * a.bs + jj % a.bs) * row_elems + (size_t)kvh * HD + c;
-            T *dst = (T *)(fa_sh + L::QD + buf * 2 * L::KV) + r * L::LDQ + c;
-            cp_async16(dst, kc + off, ok);
-            cp_async16(dst + FA_BK * L::LDQ, vc + off, ok);
-        }
+        fa_fetch<T, HD>((T *)(fa_sh + L::QD + buf * 2 * L::KV), kc, vc, btab, a.bs, a.nkv, kvh, k0, kend);
     };
     fetch(kbeg, 0);
     cp_async_commit();
@@ -827,36 +842,19 @@ k_attn_decode_tc(T *out, const T *q, const T *kc, const T *vc, attn_args a)
             }
             float mx0 = fmaxf(m0, fmaxf(fmaxf(sc[0][0], sc[0][1]), fmaxf(sc[1][0], sc[1][1])));
             float mx1 = fmaxf(m1, fmaxf(fmaxf(sc[0][2], sc[0][3]), fmaxf(sc[1][2], sc[1][3])));
-            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+            mx0 = quad_max(mx0), mx1 = quad_max(mx1);
             float b0 = mx0 * a.scale, b1 = mx1 * a.scale; /* finite: each warp's first key is valid */
             float c0 = fast_exp2(m0 * a.scale - b0), c1 = fast_exp2(m1 * a.scale - b1);
             m0 = mx0, m1 = mx1;
             l0 *= c0, l1 *= c1;
 #pragma unroll
             for (int d = 0; d < DB; d++) o[d][0] *= c0, o[d][1] *= c0, o[d][2] *= c1, o[d][3] *= c1;
-            uint32_t pa[4];
-            pa[0] = pack2<T>(fast_exp2(fmaf(sc[0][0], a.scale, -b0)), fast_exp2(fmaf(sc[0][1], a.scale, -b0)), &l0);
-            pa[1] = pack2<T>(fast_exp2(fmaf(sc[0][2], a.scale, -b1)), fast_exp2(fmaf(sc[0][3], a.scale, -b1)), &l1);
-            pa[2] = pack2<T>(fast_exp2(fmaf(sc[1][0], a.scale, -b0)), fast_exp2(fmaf(sc[1][1], a.scale, -b0)), &l0);
-            pa[3] = pack2<T>(fast_exp2(fmaf(sc[1][2], a.scale, -b1)), fast_exp2(fmaf(sc[1][3], a.scale, -b1)), &l1);
-#pragma unroll
-            for (int d = 0; d < DB; d += 2) {
-                uint32_t b[4];
-                ldsm_x4_t(b, V + ((lane & 7) + ((lane >> 3) & 1) * 8) * L::LDQ + d * 8 + (lane >> 4) * 8);
-                mma16816<T>(o[d], pa, b);
-                mma16816<T>(o[d + 1], pa, b + 2);
-            }
+            fa_pv16<T, HD>(o, sc[0], sc[1], a.scale, b0, b1, l0, l1, V, lane);
         }
         __syncthreads(); /* this buffer is refilled by the next iteration's fetch */
     }
     /* merge the warps: rows are query heads, only the first G are real */
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    l0 = quad_sum(l0), l1 = quad_sum(l1);
     float *sO = (float *)fa_sh, *sM = sO + FA_WARPS * 16 * LDO, *sL = sM + FA_WARPS * 16;
     int r0 = lane >> 2;
     if (r0 < G) {
