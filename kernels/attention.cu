@@ -612,6 +612,21 @@ __device__ __forceinline__ void fa_pv16(float (*o)[4], const float *s0, const fl
     }
 }
 
+/* The double buffer's step: starts the fetch of the tile after k0 into the other buffer (when
+ * there is one) and waits until tile k0 has landed, for every thread. */
+template <typename F>
+__device__ __forceinline__ void fa_next_tile(F &fetch, int t, int ntiles, int k0, int buf)
+{
+    if (t + 1 < ntiles) {
+        fetch(k0 + FA_BK, buf ^ 1);
+        cp_async_commit();
+        cp_async_wait<1>();
+    } else {
+        cp_async_wait<0>();
+    }
+    __syncthreads();
+}
+
 /* The max (or sum) of the 4 lanes that share a row. */
 __device__ __forceinline__ float quad_max(float v)
 {
@@ -667,14 +682,7 @@ k_fa_prefill(T *out, const T *q, const T *kc, const T *vc, attn_args a, const in
     int ntiles = (kend - klo + FA_BK - 1) / FA_BK;
     for (int t = 0; t < ntiles; t++) {
         int k0 = klo + t * FA_BK, buf = t & 1;
-        if (t + 1 < ntiles) {
-            fetch(k0 + FA_BK, buf ^ 1);
-            cp_async_commit();
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
-        __syncthreads();
+        fa_next_tile(fetch, t, ntiles, k0, buf);
         if (t == 0) {
 #pragma unroll
             for (int k = 0; k < KT; k++)
@@ -810,14 +818,7 @@ k_attn_decode_tc(T *out, const T *q, const T *kc, const T *vc, attn_args a)
     int ntiles = (kend - kbeg + FA_BK - 1) / FA_BK;
     for (int it = 0; it < ntiles; it++) {
         int k0 = kbeg + it * FA_BK, buf = it & 1;
-        if (it + 1 < ntiles) {
-            fetch(k0 + FA_BK, buf ^ 1);
-            cp_async_commit();
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
-        __syncthreads();
+        fa_next_tile(fetch, it, ntiles, k0, buf);
         if (it == 0) {
 #pragma unroll
             for (int k = 0; k < KT; k++) ldsm_x4(qa[k], sQ + (lane & 15) * L::LDQ + k * 16 + (lane >> 4) * 8);
