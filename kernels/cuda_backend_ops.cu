@@ -1,5 +1,6 @@
 /*
- * kernels/cuda_backend_ops.cu — the CUDA backend's non-GEMM ops (see cuda_backend_ops.h).
+ * kernels/cuda_backend_ops.cu — the CUDA backend's ops other than attention (kernels/attention.cu)
+ * and cuBLAS's GEMMs (see cuda_backend_ops.h).
  *
  * Correct first, tuned later: each kernel is the plainest mapping of the CPU op
  * (backend/cpu_ops.c) onto a grid, computing in f32 whatever the storage dtype, so that the
@@ -7,11 +8,12 @@
  * for head_dim not a multiple of 8: one block per (token, query head) with an online softmax
  * over tiles of 128 keys read through the block table, a direct transcription of the CPU's
  * loop; the backend's attention is kernels/attention.cu (flash-decoding, tensor-core prefill).
- * Tuned where a decode step showed them (LUNAR_CUDA_PROFILE): RMSNorm (k_be_rmsnorm_v).
- * Decode GEMMs are cuBLAS's: a warp-per-row GEMV of our own, kept until 2026-11, timed faster
- * than cuBLAS on some shapes one at a time (q/k/v 30 vs 34 us, wo 23 vs 32 us for one row on an
- * H100) but made the whole CUDA-graph decode step slower (b1 7.82 ms forced on, 7.33 picked per
- * shape, 6.98 ms with cuBLAS alone; bench/results/cuda_bench_h100.txt), and was removed.
+ * Tuned where a decode step or prefill showed them: RMSNorm (k_be_rmsnorm_v), the 8-wide
+ * silu_mul, split and RoPE, and the one-token GEMM (k_be_gemv). GEMMs of 2+ tokens are cuBLAS's.
+ * An earlier GEMV of ours for up to 8 tokens, timed faster than cuBLAS one matrix at a time, made
+ * the CUDA-graph decode step slower (b1 7.82 vs 6.98 ms) and was removed; k_be_gemv (one token
+ * only, more loads in flight) made it faster (6.60 -> 6.43 ms). Both on an H100,
+ * bench/results/cuda_bench_h100.txt and the commit messages.
  */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>

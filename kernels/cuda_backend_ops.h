@@ -4,7 +4,8 @@
  * semantics (f32 RoPE table, separate gate and up, f32 norm weights, positions from the batch).
  *
  * They are written for correctness first: simple grids, f32 arithmetic inside every kernel,
- * activations stored as `dt` (F32, F16 or BF16). Attention is kernels/attention.cu's
+ * activations stored as `dt` (F32, F16 or BF16); 8-wide forms where a step's profile showed
+ * the need (see cuda_backend_ops.cu). Attention is kernels/attention.cu's
  * (kernels.h); the plain attention kernel here is the fallback for other head sizes. Launchers take device
  * pointers and a cudaStream_t as void *, and return 0 or a cudaError_t as int
  * (LUNAR_CUDA_BE_EARG for arguments outside what a kernel supports).

@@ -4,9 +4,11 @@
  * Activations and the KV cache are kept in the model's dtype (lunar_model_dtype: the --dtype
  * the model was loaded with, so f32 checkpoints run in bf16 on a GPU unless --dtype float32
  * is given). prepare() learns that dtype, uploads every matrix once (the loader has already
- * converted them), and later finds the device copy by the host tensor's pointer. GEMMs go to
- * cuBLAS (cublasGemmEx, f32 accumulation; in the f32 mode the pedantic f32 compute type, so
- * no TF32 and results compare tightly with the CPU backend); everything else is a kernel of
+ * converted them, and checkpoints go through pinned staging), and later finds the device copy
+ * by the host tensor's pointer. GEMMs go to cuBLAS (cublasGemmEx, f32 accumulation; in the f32
+ * mode the pedantic f32 compute type, so no TF32 and results compare tightly with the CPU
+ * backend), except one-token GEMMs in 16-bit modes (lunar_cuda_be_gemv); attention is
+ * kernels/attention.cu, sampling kernels/sampling.cu, everything else a kernel of
  * kernels/cuda_backend_ops.cu. All work is issued on one stream; the first failure is kept
  * with the op's name and reported by end_step(), as backend.h asks. The step's metadata is
  * packed into one pinned buffer and copied in one transfer per step.
