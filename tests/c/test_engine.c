@@ -453,10 +453,69 @@ static void test_limits(void)
     CHECK_CONTAINS(lunar_errmsg(), "max_num_batched_tokens (8) must be greater than or equal to max_num_seqs (16)");
 }
 
+/* The fake model behind a recorder of each step's block-table width and longest context. */
+typedef struct {
+    lunar_forward_iface_t inner;
+    int bs, steps, widest, too_wide;
+} width_rec_t;
+
+static int width_forward(void *ctx, const lunar_batch_t *b, float *logits)
+{
+    width_rec_t *w = ctx;
+    int need = 1;
+    for (int s = 0; s < b->num_seqs; s++) {
+        int nb = (b->seq_lens[s] + w->bs - 1) / w->bs;
+        if (nb > need) need = nb;
+    }
+    /* a scheduled sequence may hold one block ahead of its context, never more */
+    if (b->max_blocks_per_seq > need + 1) w->too_wide = 1;
+    if (b->max_blocks_per_seq > w->widest) w->widest = b->max_blocks_per_seq;
+    w->steps++;
+    return w->inner.forward(w->inner.ctx, b, logits);
+}
+
+/* Block tables are as wide as the step's longest context needs, not max_model_len: the CUDA
+ * backend plans attention splits from the width and copies the tables every step. */
+static void test_table_width(void)
+{
+    lunar_engine_config_t c;
+    lunar_engine_config_default(&c);
+    c.block_size = 4;
+    c.num_blocks = 256;
+    c.max_model_len = 4096; /* 1,024 blocks of 4 */
+    c.stats_interval_s = 0;
+    lunar_fake_model_t *fm;
+    CHECK_EQ_INT(lunar_fake_model_create(VOCAB, c.num_blocks, c.block_size, EOS, 42, &fm), 0);
+    width_rec_t w = {.bs = c.block_size};
+    lunar_fake_model_iface(fm, &w.inner);
+    lunar_forward_iface_t f = {&w, w.inner.vocab_size, width_forward, NULL};
+    lunar_engine_t *e = NULL;
+    CHECK_EQ_INT(lunar_engine_create(&c, &f, NULL, &e), 0);
+    int32_t prompt[30];
+    for (int i = 0; i < 30; i++) prompt[i] = 2 + i % 20;
+    lunar_sampling_params_t p;
+    lunar_sampling_params_default(&p);
+    p.max_tokens = 12;
+    p.ignore_eos = 1;
+    p.detokenize = 0;
+    uint64_t id;
+    for (int k = 0; k < 3; k++) { /* contexts of 10, 20 and 30 prompt tokens, decoding together */
+        lunar_request_t rq = {prompt, 10 * (k + 1), &p, 0, NULL};
+        CHECK_EQ_INT(lunar_engine_submit(e, &rq, &id), 0);
+    }
+    for (int i = 0; i < 100 && lunar_engine_num_unfinished(e); i++) lunar_engine_step(e);
+    CHECK_EQ_INT(lunar_engine_num_unfinished(e), 0);
+    CHECK_MSG(w.steps > 0 && !w.too_wide, "block-table width beyond the longest context (widest %d)", w.widest);
+    CHECK_MSG(w.widest <= (30 + 12 + 3) / 4 + 1, "widest table %d blocks for 42-token contexts", w.widest);
+    lunar_engine_free(e);
+    lunar_fake_model_free(fm);
+}
+
 int main(void)
 {
     lunar_log_set_level(LUNAR_LOG_WARN);
     test_limits();
+    test_table_width();
     test_prefix_caching();
     test_n_shares_prompt();
     test_interleavings();
