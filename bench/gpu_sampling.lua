@@ -94,7 +94,8 @@ end
 for spec in models:gmatch("[^,]+") do
   local dir, fmt = spec:match("^(.-):(%a+)$")
   dir = dir or spec
-  local m = assert(model.load(dir, { load_format = fmt or "auto", dtype = opts.dtype }))
+  local m = assert(model.load(dir, { load_format = fmt or "auto", dtype = opts.dtype,
+    dummy_on_device = backend == "cuda" })) -- dummy weights made on the GPU, as bench/cuda_bench.lua
   local c = m.config
   local name = dir:match("([^/]+)/*$")
   local wbytes = 0 -- a decode step reads every matrix once (the embedding is a lookup)

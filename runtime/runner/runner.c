@@ -132,11 +132,17 @@ static uint64_t device_used(const lunar_runner_t *r, uint64_t *total)
 }
 
 /* Both KV caches for n blocks (every layer; see lunar/runner.h), or -1 with none allocated. */
+/* One token's K (or V) in one layer, in the backend's KV dtype: the unit of every KV size. */
+static uint64_t kv_row_bytes(const lunar_runner_t *r)
+{
+    return (uint64_t)r->c->num_kv_heads * r->c->head_dim * lunar_dtype_size(r->be->kv_dtype);
+}
+
 static int kv_alloc(lunar_runner_t *r, int n)
 {
     lunar_backend_t *be = r->be;
     size_t L = (size_t)r->c->num_layers;
-    r->layer_bytes = (size_t)n * r->o.block_size * r->c->num_kv_heads * r->c->head_dim * lunar_dtype_size(be->kv_dtype);
+    r->layer_bytes = (size_t)n * r->o.block_size * kv_row_bytes(r);
     r->kcache = be->alloc(be, r->layer_bytes * L);
     r->vcache = r->kcache ? be->alloc(be, r->layer_bytes * L) : NULL;
     if (!r->vcache) {
@@ -342,9 +348,6 @@ static void gemm_multi(lunar_backend_t *be, void *const *ys, const void *x, int 
     for (int i = 0; i < n; i++) be->gemm(be, ys[i], x, T, Ws[i], biases[i]);
 }
 
-/* The decoder up to the final norm: on return r->xn holds the final-normed hidden state of
- * every batch token, and the step is open (begin_step ran; the caller issues the logits and
- * ends it). */
 /* vLLM's decode batch sizes for CUDA graphs: 1, 2, 4, then multiples of 8. */
 static int graph_bucket(int n) { return n <= 1 ? 1 : n <= 2 ? 2 : n <= 4 ? 4 : (n + 7) / 8 * 8; }
 
@@ -394,6 +397,9 @@ static const lunar_batch_t *pad_decode(lunar_runner_t *r, const lunar_batch_t *b
     return &r->pad.b;
 }
 
+/* The decoder up to the final norm: on return r->xn holds the final-normed hidden state of
+ * every batch token, and the step is open (begin_step ran; the caller issues the logits and
+ * ends it). */
 static int run_decoder(lunar_runner_t *r, const lunar_batch_t *real, const lunar_batch_t **ran)
 {
     int rc = check_batch(r, real);
@@ -538,7 +544,7 @@ int lunar_runner_memory(const lunar_runner_t *r, lunar_runner_memory_t *out)
     memset(out, 0, sizeof *out);
     out->block_size = r->o.block_size;
     out->num_kv_blocks = r->o.num_kv_blocks;
-    out->kv_bytes_per_token = 2ull * r->num_layers * r->c->num_kv_heads * r->c->head_dim * lunar_dtype_size(r->be->kv_dtype);
+    out->kv_bytes_per_token = 2ull * r->num_layers * kv_row_bytes(r);
     out->kv_cache = 2ull * r->num_layers * r->layer_bytes;
     out->weights = r->weight_bytes;
     out->activations = r->act_bytes + r->prep_scratch + r->prof_growth;
@@ -698,8 +704,7 @@ int lunar_runner_set_kv_blocks(lunar_runner_t *r, int num_kv_blocks)
     bfree(r->be, r->kcache), bfree(r->be, r->vcache); /* the backend drops graphs that read them */
     r->kcache = r->vcache = NULL;
     if (!kv_alloc(r, num_kv_blocks)) return 0;
-    uint64_t per_block = 2ull * r->num_layers * r->c->num_kv_heads * r->c->head_dim * r->o.block_size *
-                         lunar_dtype_size(r->be->kv_dtype);
+    uint64_t per_block = 2ull * r->num_layers * r->o.block_size * kv_row_bytes(r);
     int back = old > 0 && !kv_alloc(r, old);
     return lunar_error(LUNAR_ENOMEM, "runner: out of %s memory for a KV cache of %d blocks (%.2f GiB)%s",
                        r->be->host_memory ? "host" : "device", num_kv_blocks,
