@@ -2,9 +2,9 @@
 -- conversation with two tool schemas, tool calls, tool results and reasoning, rendered by
 -- lunar.jinja; beside it the peer, Python Jinja2 configured as transformers configures it
 -- (measured here when python3 with jinja2 is installed), on the same input. Rows: the render
--- with LuaJIT's JIT on and off (`lunar serve` runs its Lua interpreted: jit.off(), since the
--- event loop calls back into Lua), and the whole of a chat request's template work
--- (template.apply: vLLM's message preprocessing + render) as the server does it.
+-- with LuaJIT's JIT on (as `lunar serve` runs it) and off (as it ran before the server's
+-- callback-capable FFI calls were confined to a few jit.off'd functions), and the whole of a chat
+-- request's template work (template.apply: vLLM's message preprocessing + render).
 --
 --   build/lunar run bench/template.lua [--template FILE] [--seconds S] [--turns N]
 --
@@ -80,11 +80,11 @@ local template = require "lunar.template"
 local llm = { opts = { chat_template = source }, _special_tokens = { eos_token = "<|im_end|>" } }
 local aopts = { tools = vars.tools, add_generation_prompt = true }
 assert(template.apply(llm, vars.messages, aopts) == out, "template.apply renders what render does")
-measure("template.apply (JIT on)", function() return template.apply(llm, vars.messages, aopts) end)
+measure("template.apply (JIT on, as serve)", function() return template.apply(llm, vars.messages, aopts) end)
 jit.off()
 jit.flush()
 measure("lunar.jinja render (JIT off)", function() return tpl:render(vars) end)
-measure("template.apply (JIT off, as serve)", function() return template.apply(llm, vars.messages, aopts) end)
+measure("template.apply (JIT off)", function() return template.apply(llm, vars.messages, aopts) end)
 jit.on()
 
 -- peer: Python Jinja2 as transformers' _compile_jinja_template builds it

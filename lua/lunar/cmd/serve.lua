@@ -30,7 +30,6 @@ return {
   epilog = "Routes: GET /health /version /v1/models /metrics; POST /v1/completions /v1/chat/completions\n"
     .. "/tokenize /detokenize. Stop with SIGINT/SIGTERM: in-flight requests finish first.",
   run = function(o, pos)
-    jit.off() -- the event loop calls back into Lua; LuaJIT allows that only from interpreted code
     local lunar = require "lunar"
     local ffi = require("lunar.ffi")
     local model = pos[1] or fail("serve needs a MODEL folder: lunar serve MODEL [flags]")

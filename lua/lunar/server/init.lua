@@ -168,7 +168,7 @@ function Server:run()
   C.lunar_engine_set_notify(e, ffi.cast("void (*)(void *)", C.lunar_http_wake), self.handle)
   local ok, err = lffi.check(C.lunar_engine_start(e))
   if not ok then return nil, err end
-  C.lunar_http_run(self.handle) -- calls back into Lua: this caller is never compiled (see serve)
+  C.lunar_http_run(self.handle) -- calls back into Lua: this function is never compiled (below)
   C.lunar_engine_stop(e)
   return true
 end
@@ -180,5 +180,10 @@ function Server:close()
     for _, cb in ipairs(self.cbs) do cb:free() end
   end
 end
+
+-- Both call C that calls back into Lua (the event loop; on_closed for requests still open at
+-- free), which LuaJIT allows only from interpreted code. The rest of the server is compiled.
+jit.off(Server.run)
+jit.off(Server.close)
 
 return M
