@@ -4,7 +4,7 @@
 # SSE chunks) costs per generated token beside the rest of the process (engine, model).
 #
 #   bench/serve.sh [MODEL] [--levels 1,16,64] [--requests-per-level 400] [--max-tokens 64]
-#                  [--h2] [--port 8391] [-- extra `lunar serve` flags]
+#                  [--h2] [--port P] [-- extra `lunar serve` flags]
 #
 # MODEL defaults to ../shared/models/TinyStories-656K on the CPU backend: a model so small that
 # the server's own work shows. Needs h2load (Debian: nghttp2-client). Each request is
@@ -15,7 +15,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 lunar=${LUNAR:-$root/build/lunar}
 model=$root/../shared/models/TinyStories-656K
-levels=1,16,64 per=400 max_tokens=64 port=8391 proto=""
+levels=1,16,64 per=400 max_tokens=64 port=0 proto=""
 if [[ $# -gt 0 && $1 != --* ]]; then model=$1; shift; fi
 extra=()
 while [[ $# -gt 0 ]]; do
@@ -33,13 +33,15 @@ command -v h2load >/dev/null || { echo "bench/serve.sh: needs h2load (apt-get in
 
 tmp=$(mktemp -d)
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$tmp"' EXIT
-"$lunar" serve "$model" --port "$port" --served-model-name m --seed 0 "${extra[@]}" >"$tmp/server.log" 2>&1 &
+"$lunar" serve "$model" --host 127.0.0.1 --port "$port" --served-model-name m --seed 0 "${extra[@]}" >"$tmp/server.log" 2>&1 &
 pid=$!
-for _ in $(seq 200); do
-  curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
+for _ in $(seq 300); do # port 0: the kernel picks one; the ready line names it
+  p=$(grep -o 'on http://[^ ]*:[0-9]*' "$tmp/server.log" | grep -o '[0-9]*$' || true)
+  [[ -n $p ]] && curl -sf "http://127.0.0.1:$p/health" >/dev/null 2>&1 && { port=$p; break; }
   kill -0 $pid 2>/dev/null || { cat "$tmp/server.log" >&2; exit 1; }
   sleep 0.1
 done
+[[ $port != 0 ]] || { echo "bench/serve.sh: the server did not become ready" >&2; cat "$tmp/server.log" >&2; exit 1; }
 printf '{"model":"m","prompt":"Once upon a time","max_tokens":%d,"temperature":0,"ignore_eos":true,"stream":true}' \
   "$max_tokens" >"$tmp/body.json"
 

@@ -219,4 +219,8 @@ expect_contains "$(cat $tmp/badt.log)" "--chat-template: inline:1:" "the error n
 "$LUNAR_BIN" serve "$M" --port 0 --chat-template no-such-template > "$tmp/badt.log" 2>&1
 expect_rc 1 "an unknown --chat-template exits 1"
 expect_contains "$(cat $tmp/badt.log)" "not a built-in name" "the error says what it tried"
+# bench/serve.sh works (a smoke run: two clients, eight requests; its figures are not checked)
+out=$(LUNAR="$LUNAR_BIN" bash "$LUNAR_SRC/bench/serve.sh" "$M" --levels 2 --requests-per-level 8 --max-tokens 4 --h2 -- --num-threads 2 2>&1)
+expect_rc 0 "bench/serve.sh runs"
+expect_eq "$(echo "$out" | awk '$1 == 2 && $2 == 8 { print "row" }')" row "bench/serve.sh prints its row ($out)"
 finish
