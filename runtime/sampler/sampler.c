@@ -22,7 +22,9 @@ int lunar_sampler_init(lunar_sampler_t *s, int vocab)
     s->idx = malloc((size_t)vocab * sizeof *s->idx);
     s->count = calloc((size_t)vocab, sizeof *s->count);
     s->mark = calloc((size_t)vocab, 1);
-    if (!s->x || !s->idx || !s->count || !s->mark) {
+    s->pen_ids = malloc((size_t)vocab * sizeof *s->pen_ids);
+    s->pen_counts = malloc((size_t)vocab * sizeof *s->pen_counts);
+    if (!s->x || !s->idx || !s->count || !s->mark || !s->pen_ids || !s->pen_counts) {
         lunar_sampler_destroy(s);
         return lunar_error(LUNAR_ENOMEM, "sampler: no memory for vocab %d", vocab);
     }
@@ -35,6 +37,8 @@ void lunar_sampler_destroy(lunar_sampler_t *s)
     free(s->idx);
     free(s->count);
     free(s->mark);
+    free(s->pen_ids);
+    free(s->pen_counts);
     memset(s, 0, sizeof *s);
 }
 
@@ -52,40 +56,31 @@ double lunar_sampler_uniform(uint64_t seed, int seq_index, int position)
     return (double)(mix64(z) >> 11) * (1.0 / 9007199254740992.0);
 }
 
+static int rep_on(const lunar_sampling_params_t *p) { return p->repetition_penalty != 1.0f; }
+static int freq_on(const lunar_sampling_params_t *p)
+{
+    return p->frequency_penalty != 0.0f || p->presence_penalty != 0.0f;
+}
+
+/* One entry of the penalty list (below) on its logit: -inf when suppressed, else vLLM's
+ * repetition penalty (divide a positive logit, multiply a negative one) and then the
+ * frequency/presence penalties by the count in the output. k_sample (kernels/sampling.cu)
+ * applies the same rule to the same list, with the same roundings. */
+static float penalize(float y, int32_t count, const lunar_sampling_params_t *p)
+{
+    if (count < 0) return -INFINITY;
+    if (rep_on(p)) y = y > 0 ? y / p->repetition_penalty : y * p->repetition_penalty;
+    if (count > 0 && freq_on(p)) {
+        float f = p->frequency_penalty * (float)count;
+        y -= f + p->presence_penalty;
+    }
+    return y;
+}
+
 static void apply_penalties(lunar_sampler_t *s, const lunar_sample_input_t *in)
 {
-    const lunar_sampling_params_t *p = in->params;
-    float *x = s->x;
-    int V = s->vocab;
-    if (p->repetition_penalty != 1.0f) {
-        float r = p->repetition_penalty;
-        for (int pass = 0; pass < 2; pass++) {
-            const int32_t *ids = pass ? in->output : in->prompt;
-            int n = pass ? in->num_output : in->num_prompt;
-            for (int i = 0; i < n; i++) {
-                int t = ids[i];
-                if (t < 0 || t >= V || s->mark[t]) continue;
-                s->mark[t] = 1;
-                x[t] = x[t] > 0 ? x[t] / r : x[t] * r;
-            }
-        }
-        for (int pass = 0; pass < 2; pass++) {
-            const int32_t *ids = pass ? in->output : in->prompt;
-            int n = pass ? in->num_output : in->num_prompt;
-            for (int i = 0; i < n; i++)
-                if (ids[i] >= 0 && ids[i] < V) s->mark[ids[i]] = 0;
-        }
-    }
-    if (p->frequency_penalty != 0.0f || p->presence_penalty != 0.0f) {
-        for (int i = 0; i < in->num_output; i++)
-            if (in->output[i] >= 0 && in->output[i] < V) s->count[in->output[i]]++;
-        for (int i = 0; i < in->num_output; i++) {
-            int t = in->output[i];
-            if (t < 0 || t >= V || !s->count[t]) continue;
-            x[t] -= p->frequency_penalty * (float)s->count[t] + p->presence_penalty;
-            s->count[t] = 0;
-        }
-    }
+    int n = lunar_sampler_penalty_list(s, in, s->pen_ids, s->pen_counts);
+    for (int k = 0; k < n; k++) s->x[s->pen_ids[k]] = penalize(s->x[s->pen_ids[k]], s->pen_counts[k], in->params);
 }
 
 /* Candidates are ordered by (probability desc, id asc): a total order, so every way of
@@ -139,8 +134,6 @@ int lunar_sampler_sample(lunar_sampler_t *s, const float *row, const lunar_sampl
     int V = s->vocab;
     float *x = s->x;
     memcpy(x, row, (size_t)V * sizeof *x);
-    for (int i = 0; i < in->num_suppress; i++)
-        if (in->suppress[i] >= 0 && in->suppress[i] < V) x[in->suppress[i]] = -INFINITY;
     apply_penalties(s, in);
 
     int best = 0;
@@ -192,12 +185,6 @@ int lunar_sampler_sample(lunar_sampler_t *s, const float *row, const lunar_sampl
         if (u < cum) return s->idx[i];
     }
     return s->idx[n - 1];
-}
-
-static int rep_on(const lunar_sampling_params_t *p) { return p->repetition_penalty != 1.0f; }
-static int freq_on(const lunar_sampling_params_t *p)
-{
-    return p->frequency_penalty != 0.0f || p->presence_penalty != 0.0f;
 }
 
 int lunar_sampler_penalty_max(const lunar_sample_input_t *in)

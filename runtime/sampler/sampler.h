@@ -20,6 +20,7 @@ typedef struct lunar_sampler {
     int32_t *idx;    /* [vocab] candidate ids */
     uint32_t *count; /* [vocab] output-token counts, zero between calls */
     uint8_t *mark;   /* [vocab] repetition-penalty set, zero between calls */
+    int32_t *pen_ids, *pen_counts; /* [vocab] the penalty list of the row being sampled */
 } lunar_sampler_t;
 
 typedef struct lunar_sample_input {

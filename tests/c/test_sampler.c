@@ -118,9 +118,67 @@ static void test_against_full_sort(void)
     lunar_sampler_destroy(&s);
 }
 
+/* Penalties in vLLM's formulas, written out directly: the repetition penalty once per distinct
+ * id of prompt and output, then frequency x count + presence per distinct output id, and -inf
+ * for the suppressed. Random rows, ids with many repeats, every combination of the three. */
+static void test_penalties_against_formulas(void)
+{
+    enum { PV = 64 };
+    lunar_sampler_t s;
+    CHECK_EQ_INT(lunar_sampler_init(&s, PV), 0);
+    uint64_t st = 7;
+#define NEXT() (st = st * 6364136223846793005ull + 1442695040888963407ull, (uint32_t)(st >> 33))
+    const float reps[] = {1.0f, 1.3f, 0.8f}, freqs[] = {0.0f, 0.5f, -0.4f}, press[] = {0.0f, 0.7f, -0.3f};
+    int mismatches = 0, cases = 0;
+    for (int r = 0; r < 600; r++) {
+        float row[PV], want_row[PV];
+        int32_t prompt[20], output[30], sup[2];
+        for (int v = 0; v < PV; v++) row[v] = (float)(NEXT() % 8001) / 1000.0f - 4.0f;
+        int np = (int)(NEXT() % 21), no = (int)(NEXT() % 31), ns = (int)(NEXT() % 3);
+        for (int i = 0; i < np; i++) prompt[i] = (int32_t)(NEXT() % 16);
+        for (int i = 0; i < no; i++) output[i] = (int32_t)(NEXT() % 16);
+        for (int i = 0; i < ns; i++) sup[i] = (int32_t)(NEXT() % 20);
+        lunar_sampling_params_t p;
+        params(&p, r % 2 ? 0.9f : 0.0f);
+        p.repetition_penalty = reps[r % 3];
+        p.frequency_penalty = freqs[(r / 3) % 3];
+        p.presence_penalty = press[(r / 9) % 3];
+        for (int v = 0; v < PV; v++) {
+            int in_prompt = 0, count = 0, suppressed = 0;
+            for (int i = 0; i < np; i++) in_prompt |= prompt[i] == v;
+            for (int i = 0; i < no; i++) count += output[i] == v;
+            for (int i = 0; i < ns; i++) suppressed |= sup[i] == v;
+            float y = row[v];
+            if ((in_prompt || count) && p.repetition_penalty != 1.0f)
+                y = y > 0 ? y / p.repetition_penalty : y * p.repetition_penalty;
+            if (count) {
+                float f = p.frequency_penalty * (float)count;
+                y -= f + p.presence_penalty;
+            }
+            want_row[v] = suppressed ? -INFINITY : y;
+        }
+        lunar_sample_input_t in = {.params = &p, .prompt = prompt, .num_prompt = np, .output = output,
+                                   .num_output = no, .suppress = sup, .num_suppress = ns, .seed = (uint64_t)r};
+        int got = lunar_sampler_sample(&s, row, &in), want = 0;
+        if (p.temperature == 0.0f) {
+            for (int v = 1; v < PV; v++)
+                if (want_row[v] > want_row[want]) want = v;
+        } else {
+            want = ref_sample(want_row, PV, &p, lunar_sampler_uniform((uint64_t)r, 0, no));
+        }
+        mismatches += got != want;
+        cases++;
+    }
+#undef NEXT
+    CHECK_EQ_INT(mismatches, 0);
+    printf("penalties against vLLM's formulas: %d rows, %d mismatches\n", cases, mismatches);
+    lunar_sampler_destroy(&s);
+}
+
 int main(void)
 {
     test_against_full_sort();
+    test_penalties_against_formulas();
     lunar_sampler_t s;
     CHECK_EQ_INT(lunar_sampler_init(&s, V), 0);
     float row[V];
