@@ -20,6 +20,7 @@
 #include <cuda_runtime.h>
 #include <math.h>
 
+#include "common.cuh"
 #include "cuda_backend_ops.h"
 
 namespace {
@@ -209,33 +210,6 @@ __global__ void k_be_split_cols(lunar_cuda_be_segs_t o, const T *src, int T_, in
  * stores, the row held in registers between the sum of squares and the scaling (k_be_rmsnorm
  * re-reads it and loops with dependent loads: ~18 us for one row of 4096, most of a decode
  * step's non-GEMM time; this is a few). Same arithmetic as k_be_rmsnorm per element. */
-template <typename T>
-__device__ __forceinline__ void load8v(const T *p, float f[8])
-{
-    uint4 u = *(const uint4 *)p;
-    const T *e = (const T *)&u;
-#pragma unroll
-    for (int i = 0; i < 8; i++) f[i] = ld(&e[i]);
-}
-__device__ __forceinline__ void load8v(const float *p, float f[8])
-{
-    float4 a = *(const float4 *)p, b = *(const float4 *)(p + 4);
-    f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
-}
-template <typename T>
-__device__ __forceinline__ void store8v(T *p, const float f[8])
-{
-    uint4 u;
-    T *e = (T *)&u;
-#pragma unroll
-    for (int i = 0; i < 8; i++) st(&e[i], f[i]);
-    *(uint4 *)p = u;
-}
-__device__ __forceinline__ void store8v(float *p, const float f[8])
-{
-    *(float4 *)p = make_float4(f[0], f[1], f[2], f[3]);
-    *(float4 *)(p + 4) = make_float4(f[4], f[5], f[6], f[7]);
-}
 
 template <typename T>
 __global__ void __launch_bounds__(1024) k_be_rmsnorm_v(T *out, const T *x, T *resid, const float *w, int dim, float eps)
@@ -245,17 +219,17 @@ __global__ void __launch_bounds__(1024) k_be_rmsnorm_v(T *out, const T *x, T *re
     bool on = c < dim;
     float v[8] = {0, 0, 0, 0, 0, 0, 0, 0}, ss = 0;
     if (on) {
-        load8v(x + r * dim + c, v);
+        load8(x + r * dim + c, v);
         if (resid) {
             float a[8];
-            load8v(resid + r * dim + c, a);
+            load8(resid + r * dim + c, a);
 #pragma unroll
             for (int i = 0; i < 8; i++) {
                 T s;
                 st(&s, a[i] + v[i]);
                 v[i] = ld(&s); /* the residual as stored */
             }
-            store8v(resid + r * dim + c, v);
+            store8(resid + r * dim + c, v);
         }
 #pragma unroll
         for (int i = 0; i < 8; i++) ss += v[i] * v[i];
@@ -264,10 +238,10 @@ __global__ void __launch_bounds__(1024) k_be_rmsnorm_v(T *out, const T *x, T *re
     float inv = (float)(1.0 / sqrt((double)ss / dim + eps));
     if (on) {
         float wf[8], o[8];
-        load8v(w + c, wf);
+        load8(w + c, wf);
 #pragma unroll
         for (int i = 0; i < 8; i++) o[i] = wf[i] * (v[i] * inv);
-        store8v(out + r * dim + c, o);
+        store8(out + r * dim + c, o);
     }
 }
 
@@ -280,11 +254,11 @@ __global__ void k_be_silu_mul_v(T *out, const T *gate, const T *up, long n8)
 {
     for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < n8; i += (long)gridDim.x * blockDim.x) {
         float g[8], u[8];
-        load8v(gate + i * 8, g);
-        load8v(up + i * 8, u);
+        load8(gate + i * 8, g);
+        load8(up + i * 8, u);
 #pragma unroll
         for (int e = 0; e < 8; e++) g[e] = g[e] / (1.0f + expf(-g[e])) * u[e];
-        store8v(out + i * 8, g);
+        store8(out + i * 8, g);
     }
 }
 
@@ -297,11 +271,11 @@ __global__ void k_be_split_cols_v(lunar_cuda_be_segs_t o, const T *src, int T_, 
         int t = (int)(e / (Ntot / 8)), n = (int)(e % (Ntot / 8)) * 8, seg = 0;
         while (seg < o.count - 1 && n >= o.n[seg]) n -= o.n[seg++];
         float v[8];
-        load8v(src + (size_t)t * Ntot + (e % (Ntot / 8)) * 8, v);
+        load8(src + (size_t)t * Ntot + (e % (Ntot / 8)) * 8, v);
         if (o.bias[seg])
 #pragma unroll
             for (int i = 0; i < 8; i++) v[i] += o.bias[seg][n + i];
-        store8v(&((T *)o.y[seg])[(size_t)t * o.n[seg] + n], v);
+        store8(&((T *)o.y[seg])[(size_t)t * o.n[seg] + n], v);
     }
 }
 
@@ -319,12 +293,12 @@ __global__ void k_be_rope_v(T *q, T *k, const float *cs, int T_, int nq, int nk,
     T *v = h < nq ? q + ((size_t)t * nq + h) * hd : k + ((size_t)t * nk + (h - nq)) * hd;
     const float *c = cs + (size_t)t * rot + i, *sn = c + half;
     float a[8], b[8], ra[8], rb[8];
-    load8v(v + i, a);
-    load8v(v + i + half, b);
+    load8(v + i, a);
+    load8(v + i + half, b);
 #pragma unroll
     for (int e = 0; e < 8; e++) ra[e] = a[e] * c[e] - b[e] * sn[e], rb[e] = b[e] * c[e] + a[e] * sn[e];
-    store8v(v + i, ra);
-    store8v(v + i + half, rb);
+    store8(v + i, ra);
+    store8(v + i + half, rb);
 }
 
 /* The decode GEMM of one token: a warp per weight row, each lane streaming 16-byte chunks of
