@@ -467,6 +467,8 @@ int lunar_runner_forward_sample(lunar_runner_t *r, const lunar_batch_t *b, const
 uint64_t lunar_runner_kv_bytes_per_token(const lunar_model_t *m, const char *backend);
 void lunar_runner_forward_iface(lunar_runner_t *r, lunar_forward_iface_t *out);
 uint64_t lunar_runner_tokens_computed(const lunar_runner_t *r);
+/* Dummy tokens the forward added to decode steps to give them a CUDA graph's batch size. */
+uint64_t lunar_runner_padding_tokens(const lunar_runner_t *r);
 typedef struct lunar_runner_memory {
     uint64_t device_total;
     uint64_t device_used;

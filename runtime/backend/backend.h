@@ -30,7 +30,7 @@
  *
  * KV CACHE. Per layer one K and one V buffer, each [num_blocks][block_size][num_kv_heads]
  * [head_dim] elements of kv_dtype (CPU: F32). Token t's K and V rows go to slot
- * b->slot_mapping[t] = block * block_size + offset; sequence s reads position p at slot
+ * b->slot_mapping[t] = block * block_size + offset (-1: nowhere, for padding); sequence s reads position p at slot
  * block_tables[s][p / block_size] * block_size + p % block_size.
  *
  * NUMERICS. The CPU backend computes in f32 with a fixed reduction order per output element,

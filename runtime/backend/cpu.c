@@ -138,6 +138,10 @@ int lunar_backend_cpu_create(const lunar_backend_params_t *p, lunar_backend_t **
         .rope = cpu_rope, .silu_mul = cpu_silu_mul, .kv_write = cpu_kv_write, .attention = cpu_attention,
         .logits = cpu_logits,
     };
+    /* For tests: claim CUDA graphs up to N tokens, so the runner gives decode steps their graph
+     * shape (pad_decode) and CI checks the padding on the CPU. */
+    const char *g = getenv("LUNAR_CPU_GRAPH_MAX_TOKENS");
+    if (g) c->be.graph_max_tokens = atoi(g);
     c->max_tokens = p->max_tokens;
     int rc = pool_create(p->num_threads, &c->ops.pool);
     if (rc) {

@@ -271,6 +271,7 @@ void op_kv_write(ops_ctx_t *o, float *kc, float *vc, const float *k, const float
     (void)o;
     size_t row = (size_t)nk * hd;
     for (int t = 0; t < T; t++) {
+        if (slots[t] < 0) continue; /* a padding token: no cache slot */
         memcpy(kc + (size_t)slots[t] * row, k + (size_t)t * row, row * sizeof(float));
         memcpy(vc + (size_t)slots[t] * row, v + (size_t)t * row, row * sizeof(float));
     }

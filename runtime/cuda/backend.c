@@ -678,18 +678,14 @@ static int cuda_begin_step(lunar_backend_t *be, const lunar_batch_t *b)
         return lunar_error(LUNAR_ERANGE, "cuda backend: %d logits rows in a step sized for %d", b->num_logits,
                            c->max_tokens);
     cudaSetDevice(c->device);
-    int T = b->num_tokens;
-    /* A decode step's block-table width is rounded up to a power of two (the rows padded with
-     * block 0, never read): the width is part of a graph's shape, and a context growing by a
-     * block every block_size tokens would otherwise need a new graph each time. */
-    int W = b->max_blocks_per_seq, Wd = W;
-    if (c->graphs_on && b->num_tokens == b->num_seqs && b->num_tokens <= GRAPH_MAX_TOKENS)
-        for (Wd = 8; Wd < W; Wd *= 2) {}
+    /* a decode step comes with its graph shape: batch bucket and block-table width (the
+     * runner's pad_decode) */
+    int T = b->num_tokens, W = b->max_blocks_per_seq;
     c->steps++;
     size_t o_ids = 0, o_pos = align16(o_ids + 4 * (size_t)T), o_seq = align16(o_pos + 4 * (size_t)T);
     size_t o_slot = align16(o_seq + 4 * (size_t)T), o_lidx = align16(o_slot + 8 * (size_t)T);
     size_t o_tab = align16(o_lidx + 4 * (size_t)(b->num_logits > 0 ? b->num_logits : 1));
-    size_t o_qs = align16(o_tab + 4 * (size_t)b->num_seqs * Wd);
+    size_t o_qs = align16(o_tab + 4 * (size_t)b->num_seqs * W);
     size_t o_lens = align16(o_qs + 4 * (size_t)(b->num_seqs + 1));
     size_t total = align16(o_lens + 4 * (size_t)b->num_seqs);
     if (total > c->meta_cap) {
@@ -713,15 +709,7 @@ static int cuda_begin_step(lunar_backend_t *be, const lunar_batch_t *b)
         for (int t = b->query_start[s]; t < b->query_start[s + 1]; t++) seq_of[t] = s;
     memcpy(h + o_slot, b->slot_mapping, 8 * (size_t)T);
     if (b->num_logits > 0) memcpy(h + o_lidx, b->logits_indices, 4 * (size_t)b->num_logits);
-    if (Wd == W) {
-        memcpy(h + o_tab, b->block_tables, 4 * (size_t)b->num_seqs * W);
-    } else {
-        int32_t *tab = (int32_t *)(h + o_tab);
-        for (int s = 0; s < b->num_seqs; s++) {
-            memcpy(tab + (size_t)s * Wd, b->block_tables + (size_t)s * W, 4 * (size_t)W);
-            memset(tab + (size_t)s * Wd + W, 0, 4 * (size_t)(Wd - W));
-        }
-    }
+    memcpy(h + o_tab, b->block_tables, 4 * (size_t)b->num_seqs * W);
     memcpy(h + o_qs, b->query_start, 4 * (size_t)(b->num_seqs + 1));
     memcpy(h + o_lens, b->seq_lens, 4 * (size_t)b->num_seqs);
     cudaError_t e = cudaMemcpyAsync(c->dmeta, h, total, cudaMemcpyHostToDevice, c->stream);
@@ -735,7 +723,7 @@ static int cuda_begin_step(lunar_backend_t *be, const lunar_batch_t *b)
     c->qstart = (int32_t *)(c->dmeta + o_qs);
     c->lens = (int32_t *)(c->dmeta + o_lens);
     c->num_seqs = b->num_seqs;
-    c->max_blocks = Wd;
+    c->max_blocks = W;
     c->num_logits = b->num_logits;
     graph_choose(c, b);
     return 0;

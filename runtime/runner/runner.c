@@ -55,7 +55,7 @@ struct lunar_runner {
     float *cs;                      /* RoPE table [T][rot] f32, backend memory */
     float *logits;                  /* [max_num_seqs][vocab] f32 when backend memory is not host */
     float *cs_host, *dyn_freq;      /* host staging of the RoPE table */
-    uint64_t tokens;
+    uint64_t tokens, pad_tokens;
 
     /* the memory breakdown (lunar_runner_memory): exact counts, and device deltas */
     uint64_t weight_bytes, act_bytes;  /* the weights as held; the runner's step buffers */
@@ -234,7 +234,9 @@ int lunar_runner_create(const lunar_model_t *m, const lunar_runner_options_t *op
     r->proj = balloc(be, (size_t)T * H, asz, &err);
     r->gate = balloc(be, (size_t)T * 2 * I, asz, &err);
     r->cs = balloc(be, (size_t)T * r->rot, sizeof(float), &err);
-    if (!be->host_memory || be->sample) r->logits = balloc(be, (size_t)opt->max_num_seqs * c->vocab_size, sizeof(float), &err);
+    /* logits in backend memory: for a device, a sample op, or the padding rows of graph steps */
+    if (!be->host_memory || be->sample || be->graph_max_tokens > 0)
+        r->logits = balloc(be, (size_t)opt->max_num_seqs * c->vocab_size, sizeof(float), &err);
     r->dyn_freq = xcalloc((size_t)r->rot / 2 + 1, sizeof(float), &err);
     r->cs_host = xcalloc((size_t)T * r->rot, sizeof(float), &err);
     r->act_bytes = be->alloc_bytes - act0;
@@ -352,23 +354,28 @@ static void gemm_multi(lunar_backend_t *be, void *const *ys, const void *x, int 
 static int graph_bucket(int n) { return n <= 1 ? 1 : n <= 2 ? 2 : n <= 4 ? 4 : (n + 7) / 8 * 8; }
 
 /* A decode step (one token per sequence, a logits row each, in order) on a backend with CUDA
- * graphs is padded to its batch-size bucket with dummy sequences: token 0 at position 0, no
- * cache slot (-1: kv_write skips it), a one-token context in block 0 (read, never written),
- * and a logits row each. So a server whose batch wanders over 1..256 replays ~35 graph shapes
- * instead of capturing one per size. The padded rows' logits are computed and dropped. Returns
- * b itself when no padding applies, else the runner's padded copy. */
+ * graphs gets a graph's shape: its batch padded to the batch-size bucket with dummy sequences
+ * (token 0 at position 0, no cache slot (-1: kv_write skips it), a one-token context in block 0
+ * (read, never written), a logits row each; their logits are computed and dropped), and its
+ * block-table width rounded up to a power of two (at least 8), the rows padded with block 0,
+ * never read. A context grows by a block every block_size tokens and a server's batch wanders
+ * over 1..256, so without both a graph would be captured nearly every step; with them a server
+ * replays a few dozen shapes. Returns b itself when it already has its shape or is no graph
+ * step, else the runner's padded copy. */
 static const lunar_batch_t *pad_decode(lunar_runner_t *r, const lunar_batch_t *b)
 {
-    int T = b->num_tokens, B = graph_bucket(T);
-    int limit = r->be->graph_max_tokens;
+    int T = b->num_tokens, limit = r->be->graph_max_tokens;
     if (limit > r->o.max_num_seqs) limit = r->o.max_num_seqs;
     if (limit > r->o.max_num_batched_tokens) limit = r->o.max_num_batched_tokens;
-    if (B == T || B > limit || b->num_seqs != T || b->num_logits != T) return b;
+    if (T > limit || b->num_seqs != T || b->num_logits != T) return b;
     for (int i = 0; i < T; i++)
         if (b->logits_indices[i] != i) return b;
-    int W = b->max_blocks_per_seq;
-    if (B > r->pad.cap || B * W > r->pad.cap_tab) { /* grown to the largest seen */
-        int cap = B > r->pad.cap ? B : r->pad.cap, cap_tab = B * W > r->pad.cap_tab ? B * W : r->pad.cap_tab;
+    int B = graph_bucket(T), W = b->max_blocks_per_seq, Wd = 8;
+    if (B > limit) B = T;
+    while (Wd < W) Wd *= 2;
+    if (B == T && Wd == W) return b;
+    if (B > r->pad.cap || B * Wd > r->pad.cap_tab) { /* grown to the largest seen */
+        int cap = B > r->pad.cap ? B : r->pad.cap, cap_tab = B * Wd > r->pad.cap_tab ? B * Wd : r->pad.cap_tab;
         int32_t *p[6] = {realloc(r->pad.ids, 4 * (size_t)cap), realloc(r->pad.pos, 4 * (size_t)cap),
                          realloc(r->pad.qs, 4 * ((size_t)cap + 1)), realloc(r->pad.lens, 4 * (size_t)cap),
                          realloc(r->pad.tables, 4 * (size_t)cap_tab), realloc(r->pad.lidx, 4 * (size_t)cap)};
@@ -385,14 +392,14 @@ static const lunar_batch_t *pad_decode(lunar_runner_t *r, const lunar_batch_t *b
     memcpy(r->pad.slot, b->slot_mapping, 8 * (size_t)T);
     memcpy(r->pad.qs, b->query_start, 4 * ((size_t)T + 1));
     memcpy(r->pad.lens, b->seq_lens, 4 * (size_t)T);
-    memcpy(r->pad.tables, b->block_tables, 4 * (size_t)T * W);
-    memset(r->pad.tables + (size_t)T * W, 0, 4 * (size_t)(B - T) * W);
+    memset(r->pad.tables, 0, 4 * (size_t)B * Wd);
+    for (int i = 0; i < T; i++) memcpy(r->pad.tables + (size_t)i * Wd, b->block_tables + (size_t)i * W, 4 * (size_t)W);
     for (int i = 0; i < B; i++) r->pad.lidx[i] = i;
     for (int i = T; i < B; i++) {
         r->pad.ids[i] = 0, r->pad.pos[i] = 0, r->pad.slot[i] = -1;
         r->pad.qs[i + 1] = i + 1, r->pad.lens[i] = 1;
     }
-    r->pad.b = (lunar_batch_t){B, B, r->pad.ids, r->pad.pos, r->pad.slot, r->pad.qs, r->pad.lens, r->pad.tables, W,
+    r->pad.b = (lunar_batch_t){B, B, r->pad.ids, r->pad.pos, r->pad.slot, r->pad.qs, r->pad.lens, r->pad.tables, Wd,
                                r->pad.lidx, B};
     return &r->pad.b;
 }
@@ -465,6 +472,7 @@ int lunar_runner_forward(lunar_runner_t *r, const lunar_batch_t *b, float *logit
      * step (ran != b) computes its padding rows too, in one chunk, and copies out b's. */
     int V = r->c->vocab_size, chunk = be->host_memory ? b->num_logits : r->o.max_num_seqs;
     if (ran != b) {
+        r->pad_tokens += (uint64_t)(ran->num_tokens - b->num_tokens);
         be->logits(be, r->logits, r->xn, ran, 0, ran->num_logits, w->lm_head);
         be->copy_out(be, logits, r->logits, sizeof(float) * (size_t)b->num_logits * V);
     }
@@ -494,7 +502,10 @@ int lunar_runner_forward_sample(lunar_runner_t *r, const lunar_batch_t *b, const
     /* the logits stay in backend memory and are sampled there, max_num_seqs rows at a time; a
      * padded step's logits (all its rows, one chunk) are sampled for b's rows only */
     int chunk = r->o.max_num_seqs;
-    if (ran != b) be->logits(be, r->logits, r->xn, ran, 0, ran->num_logits, r->w->lm_head);
+    if (ran != b) {
+        r->pad_tokens += (uint64_t)(ran->num_tokens - b->num_tokens);
+        be->logits(be, r->logits, r->xn, ran, 0, ran->num_logits, r->w->lm_head);
+    }
     for (int i0 = 0; i0 < b->num_logits; i0 += chunk) {
         int n = b->num_logits - i0 < chunk ? b->num_logits - i0 : chunk;
         size_t t = (size_t)i0 * (size_t)s->top_stride;
@@ -535,6 +546,7 @@ void lunar_runner_forward_iface(lunar_runner_t *r, lunar_forward_iface_t *out)
 }
 
 uint64_t lunar_runner_tokens_computed(const lunar_runner_t *r) { return r->tokens; }
+uint64_t lunar_runner_padding_tokens(const lunar_runner_t *r) { return r->pad_tokens; }
 
 /* ---- memory: the start-up breakdown, the profiling forward, resizing the KV cache ---- */
 

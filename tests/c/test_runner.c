@@ -41,6 +41,8 @@ typedef struct {
     int first_block;
 } seq_t;
 
+static int table_width = 32; /* block-table entries per sequence in run_steps' batches */
+
 static int run_steps(lunar_runner_t *r, seq_t **seqs, const int *from, const int *to, int nseq, float *logits)
 {
     int32_t tok[1024], pos[1024], qs[17], lens[16], bt[16 * 32], li[16];
@@ -55,10 +57,10 @@ static int run_steps(lunar_runner_t *r, seq_t **seqs, const int *from, const int
         }
         qs[s + 1] = T;
         lens[s] = to[s];
-        for (int b = 0; b < 32; b++) bt[s * 32 + b] = seqs[s]->first_block + b;
+        for (int b = 0; b < table_width; b++) bt[s * table_width + b] = seqs[s]->first_block + b;
         li[s] = T - 1;
     }
-    lunar_batch_t b = {T, nseq, tok, pos, slot, qs, lens, bt, 32, li, nseq};
+    lunar_batch_t b = {T, nseq, tok, pos, slot, qs, lens, bt, table_width, li, nseq};
     return lunar_runner_forward(r, &b, logits);
 }
 
@@ -123,19 +125,29 @@ static void test_published_samples(void)
 }
 
 /* Alone, batched and chunked: the same bits. */
-static void test_batch_invariance(void)
+/* stories260K, and three sequences of lens[k] made-up prompt ids (varied by salt) in blocks
+ * k*8.. of the cache. NULL when the model does not load. */
+static lunar_model_t *three_sequences(seq_t s[3], const int lens[3], int salt)
 {
     lunar_model_t *m = NULL;
     CHECK_EQ_INT(lunar_model_load(model_dir("stories260K"), NULL, &m), 0);
-    if (!m) return;
+    if (!m) return NULL;
     int V = lunar_model_config(m)->vocab_size;
-    static seq_t s[3];
-    int lens[3] = {37, 5, 21};
     for (int k = 0; k < 3; k++) {
         s[k].n = lens[k];
         s[k].first_block = k * 8;
-        for (int i = 0; i < lens[k]; i++) s[k].ids[i] = (int32_t)((i * 37 + k * 101 + 7) % (V - 3) + 3);
+        for (int i = 0; i < lens[k]; i++) s[k].ids[i] = (int32_t)((i * 37 + k * 101 + 7 + salt) % (V - 3) + 3);
     }
+    return m;
+}
+
+static void test_batch_invariance(void)
+{
+    static seq_t s[3];
+    int lens[3] = {37, 5, 21};
+    lunar_model_t *m = three_sequences(s, lens, 0);
+    if (!m) return;
+    int V = lunar_model_config(m)->vocab_size;
     float *alone = malloc(sizeof(float) * V * 3), *batched = malloc(sizeof(float) * V * 3),
           *chunked = malloc(sizeof(float) * V * 3);
     lunar_runner_t *r = make_runner(m);
@@ -159,6 +171,48 @@ static void test_batch_invariance(void)
     CHECK_MSG(memcmp(alone, chunked, sizeof(float) * V * 3) == 0, "chunked logits differ from alone");
     lunar_runner_free(r);
     free(alone), free(batched), free(chunked);
+    lunar_model_free(m);
+}
+
+/* Decode steps given a CUDA graph's shape by the runner (LUNAR_CPU_GRAPH_MAX_TOKENS makes the
+ * CPU backend claim graphs): the batch padded to its bucket with dummy sequences, the block
+ * tables widened from 5 to 8. The real rows' logits must be the same bits as unpadded, step
+ * after step: the padding writes no cache and reads nothing it could change. */
+static void test_graph_padding(void)
+{
+    static seq_t s[3];
+    int lens[3] = {37, 5, 21};
+    lunar_model_t *m = three_sequences(s, lens, 1);
+    if (!m) return;
+    int V = lunar_model_config(m)->vocab_size;
+    table_width = 5;
+    lunar_runner_t *r = make_runner(m);
+    setenv("LUNAR_CPU_GRAPH_MAX_TOKENS", "256", 1);
+    lunar_runner_t *rp = make_runner(m);
+    unsetenv("LUNAR_CPU_GRAPH_MAX_TOKENS");
+    float *a = malloc(sizeof(float) * V * 3), *b = malloc(sizeof(float) * V * 3);
+    seq_t *all[3] = {&s[0], &s[1], &s[2]};
+    int from[3] = {0, 0, 0}, to[3];
+    CHECK_EQ_INT(run_steps(r, all, from, lens, 3, a), 0);
+    CHECK_EQ_INT(run_steps(rp, all, from, lens, 3, b), 0);
+    int same = 1;
+    for (int step = 0; step < 14 && same; step++) {
+        /* three sequences (bucket 4), then only the middle one (bucket 1) every third step */
+        int solo = step % 3 == 2, n = solo ? 1 : 3;
+        seq_t **seqs = solo ? &all[1] : all;
+        for (int k = 0; k < n; k++) from[k] = seqs[k]->n - 1, to[k] = seqs[k]->n;
+        CHECK_EQ_INT(run_steps(r, seqs, from, to, n, a), 0);
+        CHECK_EQ_INT(run_steps(rp, seqs, from, to, n, b), 0);
+        same = memcmp(a, b, sizeof(float) * V * (size_t)n) == 0;
+        CHECK_MSG(same, "step %d: padded logits differ from unpadded", step);
+        for (int k = 0; k < n; k++) seqs[k]->ids[seqs[k]->n++] = argmax(a + (size_t)k * V, V);
+    }
+    CHECK_EQ_INT((int)lunar_runner_padding_tokens(r), 0);
+    CHECK_EQ_INT((int)lunar_runner_padding_tokens(rp), 10); /* 10 steps of 3 tokens, one dummy each */
+    table_width = 32;
+    free(a), free(b);
+    lunar_runner_free(r);
+    lunar_runner_free(rp);
     lunar_model_free(m);
 }
 
@@ -202,6 +256,7 @@ int main(void)
     lunar_log_set_level(LUNAR_LOG_WARN);
     test_published_samples();
     test_batch_invariance();
+    test_graph_padding();
     test_bad_batches();
     return CHECK_DONE();
 }

@@ -56,6 +56,8 @@ uint64_t lunar_runner_kv_bytes_per_token(const lunar_model_t *m, const char *bac
 void lunar_runner_forward_iface(lunar_runner_t *r, lunar_forward_iface_t *out);
 /* Tokens run through the forward since creation (prefill + decode). */
 uint64_t lunar_runner_tokens_computed(const lunar_runner_t *r);
+/* Dummy tokens the forward added to decode steps to give them a CUDA graph's batch size. */
+uint64_t lunar_runner_padding_tokens(const lunar_runner_t *r);
 
 /* Where memory went, in bytes: the start-up breakdown (`why does a 14 GB model take 33 GB`).
  * On a device backend each figure comes from the device's free memory (cudaMemGetInfo through
