@@ -3,7 +3,8 @@
 -- (the logits of every row copied out, the CPU sampler), same runner, same requests.
 --
 --   build/lunar run bench/gpu_sampling.lua [--models DIR[:dummy]] [--dtype bfloat16]
---       [--batches 1,8,32,64] [--prompt 512] [--out 48]
+--       [--batches 1,8,32,64] [--prompt 512] [--out 48] [--modes greedy,seeded,penalties]
+--       [--host 1|0]
 --
 -- The whole engine step is timed (lunar_engine_step: schedule, forward, sampling, outputs), so
 -- the figure is what a request sees per token. B requests of --prompt random ids run together
@@ -15,6 +16,8 @@
 -- measured in the same run (bench/common.lua), as in bench/cuda_bench.lua. "same" says whether
 -- both paths drew the same tokens (they should: kernels/sampling.cu is the CPU sampler's
 -- algorithm). Default model: bench/configs/Llama-3-8B with dummy weights (vocab 128256).
+-- --modes picks modes; --host 0 leaves out the host-sampling runs (e.g. to profile one mode's
+-- GPU path alone with LUNAR_CUDA_PROFILE=1).
 local lffi = require "lunar.ffi"
 local model = require "lunar.model"
 local engine = require "lunar.engine"
@@ -23,8 +26,8 @@ local ffi, C = lffi.ffi, lffi.C
 local bench = dofile((arg[0]:match("^(.*)/") or ".") .. "/common.lua")
 local now, sh, median = bench.now, bench.sh, bench.median
 
-local opts = bench.args(arg, { batches = "1,8,32,64", prompt = 512, out = 48, dtype = "bfloat16" },
-  { "prompt", "out" })
+local opts = bench.args(arg, { batches = "1,8,32,64", prompt = 512, out = 48, dtype = "bfloat16",
+  modes = "greedy,seeded,penalties", host = 1 }, { "prompt", "out", "host" })
 local src = os.getenv("LUNAR_SRC") or "."
 local models = opts.models or (src .. "/bench/configs/Llama-3-8B:dummy")
 local batches = {}
@@ -42,12 +45,18 @@ print(string.format("# bench/gpu_sampling: engine decode step, GPU vs host sampl
 print(string.format("%-14s %5s %-10s %11s %11s %8s %12s %8s %8s %5s", "model", "batch", "mode", "host ms",
   "gpu ms", "speedup", "roofline ms", "host/rf", "gpu/rf", "same"))
 
-local modes = {
+local all_modes = {
   { "greedy", { temperature = 0 } },
   { "seeded", { temperature = 0.8, top_k = 50, top_p = 0.95 } },
   { "penalties", { temperature = 0.8, top_k = 50, top_p = 0.95, repetition_penalty = 1.1,
                    frequency_penalty = 0.2, presence_penalty = 0.2 } },
 }
+local modes = {}
+for name in opts.modes:gmatch("[^,]+") do
+  local found
+  for _, m in ipairs(all_modes) do if m[1] == name then found = m end end
+  modes[#modes + 1] = assert(found, "bench/gpu_sampling: unknown mode '" .. name .. "' (greedy, seeded, penalties)")
+end
 
 -- One run of B requests; returns the median decode step time and every sequence's tokens.
 local function run(fwd, cfg, B, fields, V)
@@ -127,12 +136,15 @@ for spec in models:gmatch("[^,]+") do
     local bytes = wbytes + B * (opts.prompt + opts.out / 2) * kv_tok
     local roof = bw and bytes / (bw * 1e9)
     for _, mode in ipairs(modes) do
-      local th, toks_h = run(host, cfg, B, mode[2], c.vocab_size)
+      local th, toks_h = 0 / 0, nil
+      if opts.host ~= 0 then th, toks_h = run(host, cfg, B, mode[2], c.vocab_size) end
       local tg, toks_g = run(gpu, cfg, B, mode[2], c.vocab_size)
-      print(string.format("%-14s %5d %-10s %11.3f %11.3f %7.2fx %12s %8s %8s %5s", name, B, mode[1], th * 1e3,
-        tg * 1e3, th / tg, roof and string.format("%.3f", roof * 1e3) or "-",
-        roof and string.format("%.2fx", th / roof) or "-", roof and string.format("%.2fx", tg / roof) or "-",
-        same(toks_h, toks_g) and "yes" or "NO"))
+      local has_h = toks_h ~= nil
+      print(string.format("%-14s %5d %-10s %11s %11.3f %8s %12s %8s %8s %5s", name, B, mode[1],
+        has_h and string.format("%.3f", th * 1e3) or "-", tg * 1e3, has_h and string.format("%.2fx", th / tg) or "-",
+        roof and string.format("%.3f", roof * 1e3) or "-",
+        roof and has_h and string.format("%.2fx", th / roof) or "-", roof and string.format("%.2fx", tg / roof) or "-",
+        toks_h == nil and "-" or same(toks_h, toks_g) and "yes" or "NO"))
       io.stdout:flush()
     end
   end
