@@ -156,6 +156,7 @@ static void req_free(lunar_req_t *r)
             free(q->plp_ids);
             free(q->plp_top);
             free(q->text);
+            lunar_pen_cache_free(&q->pen);
         }
     free(r->seqs);
     free(r);
@@ -509,7 +510,7 @@ static lunar_sample_input_t sample_input(lunar_engine_t *e, lunar_seq_t *q)
     return (lunar_sample_input_t){
         .params = &r->params, .prompt = q->tokens, .num_prompt = P, .output = q->tokens + P,
         .num_output = q->num_tokens - P, .suppress = e->suppress, .num_suppress = num_suppress,
-        .seed = r->seed, .seq_index = q->seq_index,
+        .seed = r->seed, .seq_index = q->seq_index, .pen = &q->pen,
     };
 }
 

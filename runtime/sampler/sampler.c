@@ -193,8 +193,112 @@ int lunar_sampler_penalty_max(const lunar_sample_input_t *in)
     return in->num_suppress + (any ? in->num_output : 0) + (rep ? in->num_prompt : 0);
 }
 
+static int by_id(const void *a, const void *b)
+{
+    int32_t i = *(const int32_t *)a, j = *(const int32_t *)b;
+    return (i > j) - (i < j);
+}
+
+/* Index of id t in the sorted ids[0..n), or -(insertion point) - 1. */
+static int find_id(const int32_t *ids, int n, int32_t t)
+{
+    int lo = 0, hi = n;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (ids[mid] < t) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < n && ids[lo] == t ? lo : -lo - 1;
+}
+
+static int pen_reserve(lunar_pen_cache_t *c, int want)
+{
+    if (want <= c->cap) return 0;
+    int cap = c->cap ? c->cap : 64;
+    while (cap < want) cap *= 2;
+    int32_t *ids = realloc(c->ids, (size_t)cap * sizeof *ids);
+    if (ids) c->ids = ids;
+    int32_t *counts = ids ? realloc(c->counts, (size_t)cap * sizeof *counts) : NULL;
+    if (counts) c->counts = counts;
+    if (!counts) return -1;
+    c->cap = cap;
+    return 0;
+}
+
+void lunar_pen_cache_free(lunar_pen_cache_t *c)
+{
+    free(c->ids);
+    free(c->counts);
+    memset(c, 0, sizeof *c);
+}
+
+/* Brings c up to date with in: built from the distinct prompt ids (repetition penalty), then
+ * each output id not yet counted. -1 when it cannot grow (c is then marked unbuilt). */
+static int pen_update(lunar_sampler_t *s, lunar_pen_cache_t *c, const lunar_sample_input_t *in)
+{
+    int rep = rep_on(in->params), any = rep || freq_on(in->params), V = s->vocab;
+    if (!any) return 0;
+    if (!c->built || c->num_output > in->num_output) {
+        c->n = 0, c->num_output = 0, c->built = 1;
+        if (rep) {
+            if (pen_reserve(c, in->num_prompt)) return c->built = 0, -1;
+            for (int i = 0; i < in->num_prompt; i++) {
+                int t = in->prompt[i];
+                if (t < 0 || t >= V || s->mark[t]) continue;
+                s->mark[t] = 1;
+                c->ids[c->n++] = t;
+            }
+            for (int k = 0; k < c->n; k++) s->mark[c->ids[k]] = 0, c->counts[k] = 0;
+            qsort(c->ids, (size_t)c->n, sizeof *c->ids, by_id);
+        }
+    }
+    for (int i = c->num_output; i < in->num_output; i++) {
+        int32_t t = in->output[i];
+        if (t < 0 || t >= V) continue;
+        int k = find_id(c->ids, c->n, t);
+        if (k >= 0) {
+            c->counts[k]++;
+            continue;
+        }
+        if (pen_reserve(c, c->n + 1)) return c->built = 0, -1;
+        k = -k - 1;
+        memmove(c->ids + k + 1, c->ids + k, (size_t)(c->n - k) * sizeof *c->ids);
+        memmove(c->counts + k + 1, c->counts + k, (size_t)(c->n - k) * sizeof *c->counts);
+        c->ids[k] = t, c->counts[k] = 1, c->n++;
+    }
+    c->num_output = in->num_output;
+    return 0;
+}
+
+/* The list from the cache: its entries, then the suppressed ids (-1; an id already listed is
+ * marked in place). */
+static int pen_emit(lunar_sampler_t *s, const lunar_pen_cache_t *c, const lunar_sample_input_t *in, int32_t *ids,
+                    int32_t *counts)
+{
+    int any = rep_on(in->params) || freq_on(in->params), n = any ? c->n : 0, V = s->vocab;
+    memcpy(ids, c->ids, (size_t)n * sizeof *ids);
+    memcpy(counts, c->counts, (size_t)n * sizeof *counts);
+    int listed = n;
+    for (int i = 0; i < in->num_suppress; i++) {
+        int32_t t = in->suppress[i];
+        if (t < 0 || t >= V || s->mark[t]) continue;
+        s->mark[t] = 1;
+        int k = find_id(ids, listed, t);
+        if (k >= 0) {
+            counts[k] = -1;
+        } else {
+            ids[n] = t;
+            counts[n++] = -1;
+        }
+    }
+    for (int i = 0; i < in->num_suppress; i++)
+        if (in->suppress[i] >= 0 && in->suppress[i] < V) s->mark[in->suppress[i]] = 0;
+    return n;
+}
+
 int lunar_sampler_penalty_list(lunar_sampler_t *s, const lunar_sample_input_t *in, int32_t *ids, int32_t *counts)
 {
+    if (in->pen && pen_update(s, in->pen, in) == 0) return pen_emit(s, in->pen, in, ids, counts);
     int rep = rep_on(in->params), any = rep || freq_on(in->params), V = s->vocab, n = 0;
     if (any)
         for (int i = 0; i < in->num_output; i++)

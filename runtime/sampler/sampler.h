@@ -23,6 +23,20 @@ typedef struct lunar_sampler {
     int32_t *pen_ids, *pen_counts; /* [vocab] the penalty list of the row being sampled */
 } lunar_sampler_t;
 
+/* A sequence's penalty entries kept from step to step (the engine holds one per sequence): the
+ * distinct prompt ids (with the repetition penalty) and output ids (with any penalty), sorted by
+ * id, with output counts. Built from the prompt once, then brought up to date with the output
+ * ids sampled since, so a step copies the list instead of rescanning a long prompt: that rescan
+ * cost ~0.5 ms a step at batch 64 with 512-token prompts on the H100's host. Zeroed = not built;
+ * free with lunar_pen_cache_free. */
+typedef struct lunar_pen_cache {
+    int32_t *ids, *counts;
+    int n, cap;
+    int built, num_output; /* num_output: the output ids counted so far */
+} lunar_pen_cache_t;
+
+void lunar_pen_cache_free(lunar_pen_cache_t *c);
+
 typedef struct lunar_sample_input {
     const lunar_sampling_params_t *params;
     const int32_t *prompt;   /* prompt ids (repetition penalty) */
@@ -33,6 +47,7 @@ typedef struct lunar_sample_input {
     int num_suppress;
     uint64_t seed;
     int seq_index;
+    lunar_pen_cache_t *pen;  /* optional: the sequence's cached penalty entries, updated here */
 } lunar_sample_input_t;
 
 int lunar_sampler_init(lunar_sampler_t *s, int vocab);
@@ -45,7 +60,9 @@ int lunar_sampler_sample(lunar_sampler_t *s, const float *row, const lunar_sampl
  * each in-vocabulary id that changes its logit once, with its count in in->output, or -1 when
  * suppressed. Ids are listed only as the penalties need them: the suppressed ids always, the
  * output ids when any penalty is on, the prompt ids with repetition_penalty != 1. ids and
- * counts must hold lunar_sampler_penalty_max(in) entries. Returns the number written. */
+ * counts must hold lunar_sampler_penalty_max(in) entries. Returns the number written. With
+ * in->pen the list comes from (and updates) the cache, or from a full scan when the cache
+ * cannot grow; the order of the entries is unspecified (each id appears once). */
 int lunar_sampler_penalty_max(const lunar_sample_input_t *in);
 int lunar_sampler_penalty_list(lunar_sampler_t *s, const lunar_sample_input_t *in, int32_t *ids, int32_t *counts);
 

@@ -23,6 +23,7 @@
 
 #include "kv/kv.h"
 #include "lunar/engine.h"
+#include "sampler/sampler.h"
 
 enum { LUNAR_SEQ_WAITING = 0, LUNAR_SEQ_RUNNING = 1, LUNAR_SEQ_FINISHED = 2 };
 
@@ -59,6 +60,7 @@ typedef struct lunar_seq {
     int finish_reason;
     int stop_str_index;     /* into req->stop, or -1 */
     int32_t stop_token;
+    lunar_pen_cache_t pen;  /* penalty entries kept across steps (sampler.h) */
     /* the event not yet polled, to merge into */
     void *ev_node;
     uint64_t ev_gen;

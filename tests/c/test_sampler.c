@@ -3,6 +3,7 @@
  * validation messages of SamplingParams. */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "check.h"
 #include "lunar.h"
@@ -118,6 +119,13 @@ static void test_against_full_sort(void)
     lunar_sampler_destroy(&s);
 }
 
+/* Knuth's MMIX LCG, the high bits: the tests' reproducible random numbers. */
+static uint32_t lcg(uint64_t *st)
+{
+    *st = *st * 6364136223846793005ull + 1442695040888963407ull;
+    return (uint32_t)(*st >> 33);
+}
+
 /* Penalties in vLLM's formulas, written out directly: the repetition penalty once per distinct
  * id of prompt and output, then frequency x count + presence per distinct output id, and -inf
  * for the suppressed. Random rows, ids with many repeats, every combination of the three. */
@@ -127,17 +135,16 @@ static void test_penalties_against_formulas(void)
     lunar_sampler_t s;
     CHECK_EQ_INT(lunar_sampler_init(&s, PV), 0);
     uint64_t st = 7;
-#define NEXT() (st = st * 6364136223846793005ull + 1442695040888963407ull, (uint32_t)(st >> 33))
     const float reps[] = {1.0f, 1.3f, 0.8f}, freqs[] = {0.0f, 0.5f, -0.4f}, press[] = {0.0f, 0.7f, -0.3f};
     int mismatches = 0, cases = 0;
     for (int r = 0; r < 600; r++) {
         float row[PV], want_row[PV];
         int32_t prompt[20], output[30], sup[2];
-        for (int v = 0; v < PV; v++) row[v] = (float)(NEXT() % 8001) / 1000.0f - 4.0f;
-        int np = (int)(NEXT() % 21), no = (int)(NEXT() % 31), ns = (int)(NEXT() % 3);
-        for (int i = 0; i < np; i++) prompt[i] = (int32_t)(NEXT() % 16);
-        for (int i = 0; i < no; i++) output[i] = (int32_t)(NEXT() % 16);
-        for (int i = 0; i < ns; i++) sup[i] = (int32_t)(NEXT() % 20);
+        for (int v = 0; v < PV; v++) row[v] = (float)(lcg(&st) % 8001) / 1000.0f - 4.0f;
+        int np = (int)(lcg(&st) % 21), no = (int)(lcg(&st) % 31), ns = (int)(lcg(&st) % 3);
+        for (int i = 0; i < np; i++) prompt[i] = (int32_t)(lcg(&st) % 16);
+        for (int i = 0; i < no; i++) output[i] = (int32_t)(lcg(&st) % 16);
+        for (int i = 0; i < ns; i++) sup[i] = (int32_t)(lcg(&st) % 20);
         lunar_sampling_params_t p;
         params(&p, r % 2 ? 0.9f : 0.0f);
         p.repetition_penalty = reps[r % 3];
@@ -169,9 +176,62 @@ static void test_penalties_against_formulas(void)
         mismatches += got != want;
         cases++;
     }
-#undef NEXT
     CHECK_EQ_INT(mismatches, 0);
     printf("penalties against vLLM's formulas: %d rows, %d mismatches\n", cases, mismatches);
+    lunar_sampler_destroy(&s);
+}
+
+/* (id, count) pairs sorted by id, for comparing penalty lists as sets */
+static int by_pair(const void *a, const void *b)
+{
+    const int32_t *x = a, *y = b;
+    return (x[0] > y[0]) - (x[0] < y[0]);
+}
+
+static void sorted_pairs(const int32_t *ids, const int32_t *counts, int n, int32_t *pairs)
+{
+    for (int k = 0; k < n; k++) pairs[2 * k] = ids[k], pairs[2 * k + 1] = counts[k];
+    qsort(pairs, (size_t)n, 2 * sizeof *pairs, by_pair);
+}
+
+/* A sequence's cached penalty list, updated one sampled id at a time (as the engine does), must
+ * hold the entries a full scan of prompt and output makes at every step: random prompts with
+ * repeats and out-of-vocabulary ids, every penalty combination, suppressed ids listed or not. */
+static void test_pen_cache(void)
+{
+    enum { PV = 40 };
+    lunar_sampler_t s;
+    CHECK_EQ_INT(lunar_sampler_init(&s, PV), 0);
+    uint64_t st = 11;
+    const float reps[] = {1.0f, 1.2f}, freqs[] = {0.0f, 0.4f}, press[] = {0.0f, -0.5f};
+    int bad = 0, steps = 0;
+    for (int r = 0; r < 300; r++) {
+        int32_t prompt[40], output[25], sup[3], ids_a[PV + 3], cnt_a[PV + 3], ids_b[PV + 3], cnt_b[PV + 3];
+        int32_t pa[2 * (PV + 3)], pb[2 * (PV + 3)];
+        int np = (int)(lcg(&st) % 41), ns = (int)(lcg(&st) % 4);
+        for (int i = 0; i < np; i++) prompt[i] = (int32_t)(lcg(&st) % 45) - 2; /* -2..42: some out of vocab */
+        for (int i = 0; i < ns; i++) sup[i] = (int32_t)(lcg(&st) % 42);
+        lunar_sampling_params_t p;
+        params(&p, 1.0f);
+        p.repetition_penalty = reps[r % 2];
+        p.frequency_penalty = freqs[(r / 2) % 2];
+        p.presence_penalty = press[(r / 4) % 2];
+        lunar_pen_cache_t cache = {0};
+        for (int no = 0; no <= 25; no++, steps++) {
+            lunar_sample_input_t in = {.params = &p, .prompt = prompt, .num_prompt = np, .output = output,
+                                       .num_output = no, .suppress = sup, .num_suppress = no % 3 ? ns : 0};
+            int na = lunar_sampler_penalty_list(&s, &in, ids_a, cnt_a);
+            in.pen = &cache;
+            int nb = lunar_sampler_penalty_list(&s, &in, ids_b, cnt_b);
+            sorted_pairs(ids_a, cnt_a, na, pa);
+            sorted_pairs(ids_b, cnt_b, nb, pb);
+            bad += na != nb || memcmp(pa, pb, 2 * sizeof *pa * (size_t)na) != 0;
+            if (no < 25) output[no] = (int32_t)(lcg(&st) % 44) - 1;
+        }
+        lunar_pen_cache_free(&cache);
+    }
+    CHECK_EQ_INT(bad, 0);
+    printf("cached penalty lists against full scans: %d steps, %d differ\n", steps, bad);
     lunar_sampler_destroy(&s);
 }
 
@@ -179,6 +239,7 @@ int main(void)
 {
     test_against_full_sort();
     test_penalties_against_formulas();
+    test_pen_cache();
     lunar_sampler_t s;
     CHECK_EQ_INT(lunar_sampler_init(&s, V), 0);
     float row[V];

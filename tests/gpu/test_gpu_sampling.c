@@ -277,7 +277,7 @@ typedef struct {
 static lunar_sample_input_t op_input(const op_case_t *k, int r)
 {
     return (lunar_sample_input_t){&k->params[r], k->prompt[r], OP_IDS, k->output[r], OP_IDS, k->suppress[r], 2,
-                                  k->params[r].seed, r % 3};
+                                  k->params[r].seed, r % 3, NULL};
 }
 
 /* Rows of every kind: greedy, temperature, top-k, top-p, min-p, penalties; logprobs on some

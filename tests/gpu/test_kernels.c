@@ -517,7 +517,7 @@ static void test_sampling(int rows, int vocab)
     int mism = 0;
     for (int r = 0; r < rows; r++) {
         lunar_sample_input_t in = {&cp[r], prompts + r * 20, 20, outs + r * 20, 20, sup + r * 2, 2,
-                                   cp[r].seed, r % 4};
+                                   cp[r].seed, r % 4, NULL};
         int want = lunar_sampler_sample(&smp, logits + (size_t)r * vocab, &in);
         if (want != tok[r]) {
             mism++;
