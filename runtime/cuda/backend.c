@@ -19,6 +19,7 @@
 #include <cuda_runtime_api.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -48,7 +49,7 @@ typedef struct cuda_backend {
     cudaStream_t stream;
     cublasHandle_t blas;
     dev_weight_t *w;      /* uploaded matrices, looked up by host tensor */
-    int nw, capw;
+    int nw, capw, w_sorted; /* w_sorted: w[] in tensor-pointer order (after prepare) */
     size_t weight_bytes;
     const lunar_model_t *model; /* the one prepare() uploaded (its dummy tensors' generators) */
     int dummy_made;       /* tensors generated in place rather than uploaded */
@@ -285,11 +286,28 @@ static void cuda_copy_out(lunar_backend_t *be, void *dst, const void *src, size_
     if (e != cudaSuccess) fail(c, "copy_out", cudaGetErrorString(e));
 }
 
+static int by_tensor(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t)((const dev_weight_t *)a)->t, y = (uintptr_t)((const dev_weight_t *)b)->t;
+    return (x > y) - (x < y);
+}
+
+/* The device copy of t. Every eager GEMM and embed looks its weight up (7 x layers a step), so
+ * after prepare the table is sorted and searched in log2(n) steps instead of scanned. */
 static void *find_weight(cuda_backend_t *c, const lunar_tensor_t *t)
 {
-    for (int i = 0; i < c->nw; i++)
-        if (c->w[i].t == t) return c->w[i].d;
-    return NULL;
+    if (!c->w_sorted) {
+        for (int i = 0; i < c->nw; i++)
+            if (c->w[i].t == t) return c->w[i].d;
+        return NULL;
+    }
+    int lo = 0, hi = c->nw;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if ((uintptr_t)c->w[mid].t < (uintptr_t)t) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < c->nw && c->w[lo].t == t ? c->w[lo].d : NULL;
 }
 
 static double now_s(void)
@@ -533,6 +551,8 @@ static int cuda_prepare(lunar_backend_t *be, const lunar_model_t *m)
             rc = lunar_error(LUNAR_EDEVICE, "cuda backend: uploading the weights: %s", cudaGetErrorString(e));
     }
     if (rc) return rc;
+    qsort(c->w, (size_t)c->nw, sizeof *c->w, by_tensor);
+    c->w_sorted = 1;
     be->weight_bytes = c->weight_bytes;
     c->gather = cuda_alloc(be, (size_t)c->max_tokens * c->max_k * lunar_dtype_size(dt));
     if (!c->gather) return lunar_error(LUNAR_ENOMEM, "cuda backend: out of GPU memory for the logits scratch");
