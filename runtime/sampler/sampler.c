@@ -249,7 +249,7 @@ static int pen_update(lunar_sampler_t *s, lunar_pen_cache_t *c, const lunar_samp
                 c->ids[c->n++] = t;
             }
             for (int k = 0; k < c->n; k++) s->mark[c->ids[k]] = 0, c->counts[k] = 0;
-            qsort(c->ids, (size_t)c->n, sizeof *c->ids, by_id);
+            if (c->n > 1) qsort(c->ids, (size_t)c->n, sizeof *c->ids, by_id);
         }
     }
     for (int i = c->num_output; i < in->num_output; i++) {
@@ -276,8 +276,10 @@ static int pen_emit(lunar_sampler_t *s, const lunar_pen_cache_t *c, const lunar_
                     int32_t *counts)
 {
     int any = rep_on(in->params) || freq_on(in->params), n = any ? c->n : 0, V = s->vocab;
-    memcpy(ids, c->ids, (size_t)n * sizeof *ids);
-    memcpy(counts, c->counts, (size_t)n * sizeof *counts);
+    if (n) { /* an unbuilt cache has no arrays */
+        memcpy(ids, c->ids, (size_t)n * sizeof *ids);
+        memcpy(counts, c->counts, (size_t)n * sizeof *counts);
+    }
     int listed = n;
     for (int i = 0; i < in->num_suppress; i++) {
         int32_t t = in->suppress[i];
