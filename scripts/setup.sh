@@ -3,7 +3,7 @@
 #
 # Idempotent: packages already present are not reinstalled, an existing build folder is
 # reused. Environment:
-#   BUILD_DIR (default build)   BUILD_TYPE (Release|Debug|Asan, default Release)
+#   BUILD_DIR (default build)   BUILD_TYPE (Release|Debug|Asan|Tsan, default Release)
 #   LUNAR_CUDA (ON|OFF, default: ON when nvcc is found)   SKIP_APT=1 to install nothing
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -20,7 +20,9 @@ void dtype_convert(lunar_dtype_t to, void *dst, lunar_dtype_t from, const void *
 
 typedef float v8f __attribute__((vector_size(32)));
 
-#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+/* Not under the sanitizers: the clones' IFUNC resolvers run during relocation, before
+ * ThreadSanitizer (or ASan) has set up, and an instrumented resolver faults there. */
+#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
 #define CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define CLONES

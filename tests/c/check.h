@@ -9,7 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static int check_passed, check_failed;
+static _Atomic int check_passed, check_failed; /* tests may check from several threads */
 
 #define CHECK(cond)                                                                       \
     do {                                                                                  \
