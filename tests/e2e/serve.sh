@@ -122,6 +122,13 @@ expect_eq "$(code $U/v1/completions -H 'content-type: application/json' -d '{"pr
 expect_contains "$(cat $tmp/body)" '"param":"max_tokens"' "error names max_tokens"
 expect_eq "$(code $U/v1/completions -H 'content-type: application/json' -d '{"prompt":"x","max_tokens":1e300}')" 400 "huge number -> 400"
 expect_eq "$(code $U/v1/completions -H 'content-type: application/json' -d '{"prompt":"x","top_p":"high"}')" 400 "wrong type -> 400"
+# NaN and Infinity are JSON to Python's json and to cjson (1e400 reads as Infinity); cjson will
+# not write them back, so the message naming the value must spell them itself
+expect_eq "$(code $U/v1/completions -H 'content-type: application/json' -d '{"prompt":"x","temperature":NaN}')" 400 "temperature NaN -> 400"
+expect_contains "$(cat $tmp/body)" '"message":"temperature must be a number, got NaN"' "the NaN error names the field and the value"
+expect_eq "$(code $U/v1/completions -H 'content-type: application/json' -d '{"prompt":"x","max_tokens":1e400}')" 400 "max_tokens 1e400 (Infinity) -> 400"
+expect_contains "$(cat $tmp/body)" '"param":"max_tokens"' "the Infinity error names max_tokens"
+expect_eq "$(code $U/v1/chat/completions -H 'content-type: application/json' -d '{"messages":[{"role":"user","content":"x"}],"echo":-Infinity}')" 400 "chat echo -Infinity -> 400"
 expect_eq "$(code $U/v1/completions -H 'content-type: application/json' -d '{"prompt":"x","model":"gpt-4"}')" 404 "unknown model -> 404"
 expect_eq "$(code $U/v1/completions -H 'content-type: text/plain' -d '{"prompt":"x"}')" 415 "wrong content type -> 415"
 expect_eq "$(code $U/v1/completions -H 'content-type: application/json' -d '{"prompt":"x","max_tokens":2,"frobnicate":1}')" 200 "unknown field ignored (as vLLM)"

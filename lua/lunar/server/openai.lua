@@ -29,19 +29,35 @@ local function rand_hex(n)
   return table.concat(t)
 end
 
+-- A request value as an error message shows it: JSON, cut short. cjson refuses to write NaN and
+-- +-Infinity (which it reads, as Python's json does, and 1e400 becomes), so those are spelled
+-- out here; a message that failed to build would turn a 400 into a handler error.
+local function show(v)
+  if type(v) == "number" and (v ~= v or v == math.huge or v == -math.huge) then
+    return v ~= v and "NaN" or (v > 0 and "Infinity" or "-Infinity")
+  end
+  local s = json.encode(v) or (type(v) == "table" and "a list or object with a non-finite number" or tostring(v))
+  if #s > 80 then -- cut at a character boundary: the message must stay valid UTF-8
+    local n = 77
+    while n > 1 and s:byte(n + 1) and s:byte(n + 1) >= 0x80 and s:byte(n + 1) < 0xC0 do n = n - 1 end
+    s = s:sub(1, n) .. "..."
+  end
+  return s
+end
+
 -- Field checks: each returns an error table or nil.
 local function check(body, name, kind)
   local v = body[name]
   if v == nil or v == null then body[name] = nil return nil end
   if kind == "integer" then
-    if type(v) ~= "number" or v ~= math.floor(v) then return bad(name .. " must be an integer, got " .. json.encode(v), name) end
-    if v > INT_MAX or v < -INT_MAX then return bad(name .. " must be between " .. -INT_MAX .. " and " .. INT_MAX .. ", got " .. json.encode(v), name) end
+    if type(v) ~= "number" or v ~= math.floor(v) then return bad(name .. " must be an integer, got " .. show(v), name) end
+    if v > INT_MAX or v < -INT_MAX then return bad(name .. " must be between " .. -INT_MAX .. " and " .. INT_MAX .. ", got " .. show(v), name) end
   elseif kind == "number" then
-    if type(v) ~= "number" or v ~= v or v == math.huge or v == -math.huge then return bad(name .. " must be a number, got " .. json.encode(v), name) end
+    if type(v) ~= "number" or v ~= v or v == math.huge or v == -math.huge then return bad(name .. " must be a number, got " .. show(v), name) end
   elseif kind == "boolean" then
-    if type(v) ~= "boolean" then return bad(name .. " must be a boolean, got " .. json.encode(v), name) end
+    if type(v) ~= "boolean" then return bad(name .. " must be a boolean, got " .. show(v), name) end
   elseif kind == "string" then
-    if type(v) ~= "string" then return bad(name .. " must be a string, got " .. json.encode(v), name) end
+    if type(v) ~= "string" then return bad(name .. " must be a string, got " .. show(v), name) end
   elseif kind == "object" then
     if type(v) ~= "table" then return bad(name .. " must be an object", name) end
   end
@@ -181,7 +197,7 @@ local function completion_prompts(srv, body)
       for j, t in ipairs(x) do
         if type(t) ~= "number" or t ~= math.floor(t) or t < 0 or t >= V then
           return nil, bad(string.format("prompt token %s at index %d is not a token id of this model (0..%d)",
-            json.encode(t), j - 1, V - 1), "prompt")
+            show(t), j - 1, V - 1), "prompt")
         end
       end
       out[i] = x
@@ -534,7 +550,7 @@ function M.detokenize(srv, req)
   local V = srv.llm.tokenizer.vocab_size
   for i, t in ipairs(body.tokens) do
     if type(t) ~= "number" or t ~= math.floor(t) or t < 0 or t >= V then
-      return req:fail(bad(string.format("tokens[%d] = %s is not a token id of this model (0..%d)", i - 1, json.encode(t), V - 1), "tokens"))
+      return req:fail(bad(string.format("tokens[%d] = %s is not a token id of this model (0..%d)", i - 1, show(t), V - 1), "tokens"))
     end
   end
   local text, err = srv.llm.tokenizer:decode(body.tokens, { skip_special_tokens = false })
