@@ -196,11 +196,30 @@ const char *lunar_http_req_protocol(const lunar_http_req_t *r)
 
 const char *lunar_http_req_peer(const lunar_http_req_t *r) { return r->peer; }
 
+/* HTTP/1.1 reason phrases of the statuses the server sends (clients show them in errors) */
+static const char *reason_of(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 413: return "Payload Too Large";
+    case 415: return "Unsupported Media Type";
+    case 422: return "Unprocessable Entity";
+    case 429: return "Too Many Requests";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default: return "";
+    }
+}
+
 static void set_headers(lunar_http_req_t *r, int status, const char *content_type, const char *headers)
 {
     h2o_req_t *req = r->req;
     req->res.status = status;
-    req->res.reason = status == 200 ? "OK" : "";
+    req->res.reason = reason_of(status);
     if (content_type)
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, content_type, strlen(content_type));
     /* "Name: value\r\n" lines */
@@ -227,6 +246,10 @@ int lunar_http_respond(lunar_http_req_t *r, int status, const char *content_type
     r->responded = 1;
     r->done = 1;
     set_headers(r, status, content_type, headers);
+    /* with its length known h2o writes Content-Length; without it h2o 2.2 can frame only a 200
+     * (chunked) and closes an HTTP/1.1 connection after any other status, dropping the requests
+     * a client pipelined or kept alive behind an error */
+    r->req->res.content_length = len;
     h2o_send_inline(r->req, body, len); /* copies the body; the request may be gone on return */
     return 0;
 }

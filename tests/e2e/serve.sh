@@ -141,6 +141,10 @@ long=$(printf 'the cat sat on the mat . %.0s' $(seq 1 100))
 expect_eq "$(code $U/v1/completions -H 'content-type: application/json' -d "{\"prompt\":\"$long\",\"max_tokens\":10}")" 400 "prompt past max_model_len -> 400"
 expect_contains "$(cat $tmp/body)" "maximum context length is 512 tokens" "vLLM's context-length message"
 expect_eq "$(code -X GET $U/v1/completions)" 405 "wrong method -> 405"
+# an error keeps an HTTP/1.1 connection alive (h2o 2.2 closes it after a non-200 response of
+# unknown length), so requests kept alive or pipelined behind it are not lost
+expect_eq "$(curl -s -o /dev/null -o /dev/null -w '%{http_code}:%{num_connects} ' $U/nope -H 'content-type: application/json' -d '{"prompt":"x","max_tokens":1}' $U/v1/completions)" \
+  "404:1 200:0 " "a 404 and a completion on one HTTP/1.1 connection"
 expect_eq "$(code $U/nope)" 404 "unknown route -> 404"
 # a truncated body: the client promises more than it sends and hangs up
 (printf 'POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{"prompt":"x"' ; sleep 0.3) | timeout 2 bash -c "cat > /dev/tcp/127.0.0.1/$PORT_main" 2>/dev/null
