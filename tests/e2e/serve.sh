@@ -129,6 +129,13 @@ expect_contains "$(cat $tmp/body)" '"message":"temperature must be a number, got
 expect_eq "$(code $U/v1/completions -H 'content-type: application/json' -d '{"prompt":"x","max_tokens":1e400}')" 400 "max_tokens 1e400 (Infinity) -> 400"
 expect_contains "$(cat $tmp/body)" '"param":"max_tokens"' "the Infinity error names max_tokens"
 expect_eq "$(code $U/v1/chat/completions -H 'content-type: application/json' -d '{"messages":[{"role":"user","content":"x"}],"echo":-Infinity}')" 400 "chat echo -Infinity -> 400"
+# the work one request buys is bounded as vLLM bounds it (n <= 16384, <= 1024 prompts):
+# n = 1e6 queued a million sequences ahead of every other client for minutes
+expect_eq "$(code $U/v1/completions -H 'content-type: application/json' -d '{"prompt":"x","n":1000000,"max_tokens":2}')" 400 "n = 1e6 -> 400"
+expect_contains "$(cat $tmp/body)" '"message":"n must be at most 16384, got 1000000"' "the error gives the bound"
+many=$(printf '"x",%.0s' $(seq 1 1025)); many="[${many%,}]"
+expect_eq "$(code $U/v1/completions -H 'content-type: application/json' -d "{\"prompt\":$many,\"max_tokens\":1}")" 400 "1025 prompts in one request -> 400"
+expect_contains "$(cat $tmp/body)" '"param":"prompt"' "the error names prompt"
 expect_eq "$(code $U/v1/completions -H 'content-type: application/json' -d '{"prompt":"x","model":"gpt-4"}')" 404 "unknown model -> 404"
 expect_eq "$(code $U/v1/completions -H 'content-type: text/plain' -d '{"prompt":"x"}')" 415 "wrong content type -> 415"
 expect_eq "$(code $U/v1/completions -H 'content-type: application/json' -d '{"prompt":"x","max_tokens":2,"frobnicate":1}')" 200 "unknown field ignored (as vLLM)"

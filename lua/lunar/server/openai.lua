@@ -13,6 +13,9 @@ local null = json.null
 local M = {}
 
 local INT_MAX = 2147483647
+-- the most prompts one /v1/completions request may list: vLLM's VLLM_MAX_COMPLETION_PROMPTS
+-- default, its bound on the work one request buys (n is bounded in C, LUNAR_MAX_N)
+local MAX_PROMPTS = 1024
 
 local function bad(msg, param, status, etype)
   return http.error(status or 400, msg, etype or "BadRequestError", param)
@@ -184,6 +187,9 @@ local function completion_prompts(srv, body)
   elseif type(p) == "table" then
     if #p == 0 then return nil, bad("prompt must not be empty", "prompt") end
     if type(p[1]) == "number" then list = { p } else list = p end
+    if #list > MAX_PROMPTS then
+      return nil, bad(string.format("prompt list length %d exceeds the maximum allowed count of %d", #list, MAX_PROMPTS), "prompt")
+    end
   else return nil, bad("prompt must be a string, a list of strings or a list of token ids", "prompt") end
   local out, texts = {}, {}
   local V = srv.llm.tokenizer.vocab_size
