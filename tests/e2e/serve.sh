@@ -106,6 +106,15 @@ expect_eq "$(cj '{"messages":[{"role":"user","content":"x"}],"max_tokens":2,"cha
 expect_contains "$(cat $tmp/body)" "a system message must come first" "the template's message reaches the client"
 expect_eq "$(cj '{"messages":[{"role":"user","content":"x"}],"max_tokens":2,"chat_template":"{% for x in range(10) %}{% for y in range(10) %}{% for z in range(100000) %}{% endfor %}{% endfor %}{% endfor %}"}')" 400 \
   "a template that would loop for ever -> 400 (step limit)"
+# what a request's template may build is bounded before it is built (the event loop would pay
+# in seconds, every client waiting): a wide indent took a minute and ran LuaJIT out of memory
+expect_eq "$(cj '{"messages":[{"role":"user","content":"x"}],"max_tokens":2,"chat_template":"{{ messages | tojson(indent=1000000000) }}"}')" 400 \
+  "tojson(indent=1e9) -> 400"
+expect_contains "$(cat $tmp/body)" "string too large" "the template error says why"
+expect_eq "$(cj '{"messages":[{"role":"user","content":"x"}],"max_tokens":2,"chat_template":"{% set ns = namespace(x=[1]) %}{% for i in range(40) %}{% set ns.x = ns.x + ns.x %}{% endfor %}"}')" 400 \
+  "a list doubled 40 times -> 400"
+expect_eq "$(cj '{"messages":[{"role":"user","content":"x"}],"max_tokens":2,"chat_template":"{{ (\"x\" * 1000).replace(\"x\", \"y\" * 600000) }}{{ \"x\" | center(2000000000) }}"}')" 400 \
+  "replace and center past the bound -> 400"
 expect_eq "$(cj '{"messages":[{"role":"user","content":"x"}],"max_tokens":2,"chat_template":"/etc/passwd"}')" 200 \
   "a request chat_template is source, never a path the server would read"
 expect_eq "$(cj '{"messages":[{"role":"user","content":"x"}],"max_tokens":2,"chat_template":"x{{ messages[0].content.__class__ }}"}')" 200 \

@@ -520,7 +520,10 @@ function Template:render(vars, o)
     max_output = o.max_output or self.opts.max_output or M.defaults.max_output,
     max_depth = o.max_depth or M.defaults.max_depth,
   }
+  local max_str = V.MAX_STR
+  V.MAX_STR = math.min(max_str, R.max_output)
   local ok, e = pcall(exec, R, self.ast, root)
+  V.MAX_STR = max_str
   if not ok then
     if type(e) == "table" and e.jinja and not e.pos then e.pos = R.pos end
     if type(e) == "string" and e:find("stack overflow", 1, true) then

@@ -273,6 +273,10 @@ local function chat_prompt(srv, req, body)
     chat_template = body.chat_template, add_generation_prompt = body.add_generation_prompt,
     continue_final_message = body.continue_final_message, tools = c.tools, documents = c.documents,
     chat_template_kwargs = c.chat_template_kwargs,
+    -- a prompt longer than the context is refused after rendering anyway; with room for 32
+    -- bytes a token (no tokenizer makes longer ones) this bounds what a request's template may
+    -- build, which the event loop pays for in time every other client waits
+    max_output = math.max(1024 * 1024, 32 * srv.llm.max_model_len),
   })
   if not text then return nil, bad("chat template: " .. tostring(terr), "messages") end
   return text
