@@ -9,8 +9,12 @@
  * so the embedder learns exactly once when a request is over — answered, or its client gone —
  * even when no response was started; a streaming generator that queues chunks while a send is
  * in flight (h2o allows one at a time); a coalescing cross-thread wake-up on the context's
- * multithread queue for engine events; and a self-pipe for SIGINT/SIGTERM, since a signal
- * handler may only write(2).
+ * multithread queue for engine events; a self-pipe for SIGINT/SIGTERM, since a signal
+ * handler may only write(2); and a watch on HTTP/1 clients waiting for a response: h2o 2.2 stops
+ * reading an HTTP/1 socket while its request is handled, so a client that hangs up on a
+ * non-streaming request goes unnoticed (HTTP/2 sees RST_STREAM) and its generation would run
+ * to the end. Twice a second the sockets of unanswered HTTP/1 requests are peeked; EOF or a
+ * reset ends the request as if the client were gone (vLLM cancels such requests too).
  */
 #include "lunar/http.h"
 
@@ -55,7 +59,13 @@ struct lunar_http_server {
     int port;
     uint64_t next_id;
     int ctx_ready, ran;
+    h2o_linklist_t waiting;       /* lunar_http_req_t.link: requests not yet answered */
+    h2o_timeout_t watch_timeout;  /* WATCH_MS: peeks the HTTP/1 sockets of `waiting` */
+    h2o_timeout_entry_t watch_entry;
+    int watch_ready;
 };
+
+#define WATCH_MS 500
 
 typedef struct {
     h2o_handler_t super;
@@ -78,6 +88,7 @@ struct lunar_http_req {
     size_t pending_len, pending_cap;
     char peer[NI_MAXHOST + NI_MAXSERV + 2];
     char *path, *query;
+    h2o_linklist_t link;          /* in server->waiting until answered or closed */
 };
 
 /* The one server signals reach; set while lunar_http_run runs. */
@@ -96,6 +107,7 @@ void lunar_http_config_default(lunar_http_config_t *c)
 static void req_dispose(void *p)
 {
     lunar_http_req_t *r = p;
+    if (h2o_linklist_is_linked(&r->link)) h2o_linklist_unlink(&r->link);
     if (!r->closed) {
         r->closed = 1;
         r->server->inflight--;
@@ -144,8 +156,54 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
             snprintf(r->peer, sizeof r->peer, "%s:%s", host, serv);
     }
     s->inflight++;
+    if (req->version < 0x200) {
+        h2o_linklist_insert(&s->waiting, &r->link);
+        if (!h2o_timeout_is_linked(&s->watch_entry)) h2o_timeout_link(s->ctx.loop, &s->watch_timeout, &s->watch_entry);
+    }
     s->cfg.on_request(s->cfg.ud, r);
     return 0;
+}
+
+static void set_headers(lunar_http_req_t *r, int status, const char *content_type, const char *headers);
+
+/* The client of an unanswered HTTP/1 request hung up (EOF or an error on its socket; data is
+ * a pipelined request and keeps it). A client that only shut its write side looks the same,
+ * as it does to uvicorn under vLLM. */
+static int client_hung_up(lunar_http_req_t *r)
+{
+    h2o_conn_t *conn = r->req->conn;
+    h2o_socket_t *sock = conn->callbacks->get_socket ? conn->callbacks->get_socket(conn) : NULL;
+    int fd = sock ? h2o_socket_get_fd(sock) : -1;
+    if (fd < 0) return 0;
+    char c;
+    ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+static void on_watch(h2o_timeout_entry_t *entry)
+{
+    lunar_http_server_t *s = H2O_STRUCT_FROM_MEMBER(lunar_http_server_t, watch_entry, entry);
+    h2o_linklist_t *node = s->waiting.next;
+    while (node != &s->waiting) {
+        lunar_http_req_t *r = H2O_STRUCT_FROM_MEMBER(lunar_http_req_t, link, node);
+        node = node->next; /* r leaves the list below */
+        if (r->responded || r->closed || !client_hung_up(r)) continue;
+        h2o_linklist_unlink(&r->link);
+        /* the embedder learns first (it aborts the request's work and answers nothing more),
+         * then h2o gets a final response so it can close the connection and free the request */
+        r->client_gone = 1;
+        r->closed = 1;
+        s->inflight--;
+        if (s->cfg.on_closed) s->cfg.on_closed(s->cfg.ud, r, 1);
+        r->responded = r->done = 1;
+        r->req->http1_is_persistent = 0;
+        static const char body[] = "{\"error\":{\"message\":\"the client closed the connection\",\"type\":"
+                                   "\"ClientClosedRequest\",\"param\":null,\"code\":499}}";
+        set_headers(r, 499, "application/json", NULL);
+        r->req->res.content_length = sizeof body - 1;
+        h2o_send_inline(r->req, body, sizeof body - 1);
+    }
+    if (!h2o_linklist_is_empty(&s->waiting)) h2o_timeout_link(s->ctx.loop, &s->watch_timeout, &s->watch_entry);
 }
 
 uint64_t lunar_http_req_id(const lunar_http_req_t *r) { return r->id; }
@@ -209,6 +267,7 @@ static const char *reason_of(int status)
     case 415: return "Unsupported Media Type";
     case 422: return "Unprocessable Entity";
     case 429: return "Too Many Requests";
+    case 499: return "Client Closed Request";
     case 500: return "Internal Server Error";
     case 503: return "Service Unavailable";
     default: return "";
@@ -245,6 +304,7 @@ int lunar_http_respond(lunar_http_req_t *r, int status, const char *content_type
     if (r->closed || r->responded) return lunar_error(LUNAR_ESTATE, "request %llu already answered", (unsigned long long)r->id);
     r->responded = 1;
     r->done = 1;
+    if (h2o_linklist_is_linked(&r->link)) h2o_linklist_unlink(&r->link);
     set_headers(r, status, content_type, headers);
     /* with its length known h2o writes Content-Length; without it h2o 2.2 can frame only a 200
      * (chunked) and closes an HTTP/1.1 connection after any other status, dropping the requests
@@ -292,6 +352,7 @@ int lunar_http_stream_start(lunar_http_req_t *r, int status, const char *content
 {
     if (r->closed || r->responded) return lunar_error(LUNAR_ESTATE, "request %llu already answered", (unsigned long long)r->id);
     r->responded = 1;
+    if (h2o_linklist_is_linked(&r->link)) h2o_linklist_unlink(&r->link);
     r->gen.proceed = on_proceed;
     r->gen.stop = on_stop;
     set_headers(r, status, content_type, headers);
@@ -483,6 +544,10 @@ int lunar_http_create(const lunar_http_config_t *c, lunar_http_server_t **out)
     s->accept_ctx.ctx = &s->ctx;
     s->accept_ctx.hosts = s->config.hosts;
     h2o_multithread_register_receiver(s->ctx.queue, &s->wake_receiver, on_wake_msgs);
+    h2o_linklist_init_anchor(&s->waiting);
+    h2o_timeout_init(s->ctx.loop, &s->watch_timeout, WATCH_MS);
+    s->watch_entry.cb = on_watch;
+    s->watch_ready = 1;
 
     int rc = 0;
     if (c->ssl_certfile && (rc = setup_tls(s)) != 0) goto fail;
@@ -553,6 +618,10 @@ void lunar_http_free(lunar_http_server_t *s)
     } else if (s->ctx_ready) {
         h2o_evloop_t *loop = s->ctx.loop;
         h2o_evloop_run(loop, 0); /* frees the sockets closed above */
+        if (s->watch_ready) {
+            if (h2o_timeout_is_linked(&s->watch_entry)) h2o_timeout_unlink(&s->watch_entry);
+            h2o_timeout_dispose(loop, &s->watch_timeout);
+        }
         /* request_shutdown armed HTTP/2's graceful-shutdown timer; with no connection left it
          * has nothing to do, and a linked entry makes h2o_context_dispose assert */
         if (h2o_timeout_is_linked(&s->ctx.http2._graceful_shutdown_timeout))

@@ -177,6 +177,13 @@ sleep 0.5
 m=$(curl -s $U/metrics); ab=$(( $(metric "$m" abort) - ab0 )); len=$(( $(metric "$m" length) - len0 ))
 expect_eq "$(( ab + len ))" 3 "every cut request ended ($ab aborted, $len finished before the hang-up was seen)"
 expect_eq "$(( ab >= 2 ))" 1 "disconnects abort their requests ($ab of 3)"
+# a client that hangs up on a non-streaming HTTP/1.1 request aborts it too (h2o does not read
+# that socket while the request runs; the server peeks it twice a second)
+curl -s -m 0.5 $U/v1/completions -H 'content-type: application/json' \
+  -d '{"prompt":"x","max_tokens":500,"ignore_eos":true,"n":200}' > /dev/null
+sleep 1.2
+m=$(curl -s $U/metrics); ab1=$(( $(metric "$m" abort) - ab0 - ab ))
+expect_eq "$ab1" 200 "a hang-up on a non-streaming HTTP/1.1 request aborts its 200 sequences"
 expect_contains "$m" 'vllm:num_requests_running{model_name="stories"} 0.0' "nothing left running"
 expect_contains "$m" 'vllm:time_to_first_token_seconds_bucket{le="+Inf",model_name="stories"}' "TTFT histogram"
 out=$(curl -s $U/v1/completions -H 'content-type: application/json' -d "$body")
