@@ -40,6 +40,7 @@
 
 #include "core/error.h"
 #include "lunar.h"
+#include "tokenizer/tok.h"
 
 struct lunar_http_server {
     lunar_http_config_t cfg;
@@ -232,6 +233,15 @@ const char *lunar_http_req_body(const lunar_http_req_t *r, size_t *len)
 {
     if (len) *len = r->req->entity.base ? r->req->entity.len : 0;
     return r->req->entity.base ? r->req->entity.base : "";
+}
+
+int lunar_http_req_body_utf8(const lunar_http_req_t *r, size_t *bad)
+{
+    size_t len, at = 0;
+    const char *body = lunar_http_req_body(r, &len);
+    int rc = tk_utf8_check(body, len, &at); /* the tokenizer's check: one definition of valid */
+    if (bad) *bad = rc ? at : 0;
+    return rc ? -1 : 0;
 }
 
 const char *lunar_http_req_header(const lunar_http_req_t *r, const char *name, size_t *len)

@@ -151,6 +151,9 @@ expect_eq "$(code $U/v1/completions -H 'content-type: application/json' -d '{"pr
 printf '{"prompt":"\xff\xfe bad","max_tokens":2}' > "$tmp/badutf8.json"
 expect_eq "$(code $U/v1/completions -H 'content-type: application/json' --data-binary @$tmp/badutf8.json)" 400 "invalid UTF-8 -> 400"
 expect_contains "$(cat $tmp/body)" "UTF-8" "invalid UTF-8 error says so"
+printf '{"prompt":"x","model":"\xc3\xc3"}' > "$tmp/badutf8.json"   # no tokenizer reads a model name
+expect_eq "$(code $U/v1/completions -H 'content-type: application/json' --data-binary @$tmp/badutf8.json)" 400 "invalid UTF-8 in any field -> 400, never echoed back"
+expect_contains "$(cat $tmp/body)" "not valid UTF-8 (byte 23)" "the error gives the offset"
 head -c 2000000 /dev/zero | tr '\0' 'a' | sed 's/^/{"prompt":"/; s/$/"}/' > "$tmp/big.json"
 expect_eq "$(code $U/v1/completions -H 'content-type: application/json' --data-binary @$tmp/big.json)" 413 "body past --max-request-body -> 413"
 long=$(printf 'the cat sat on the mat . %.0s' $(seq 1 100))
