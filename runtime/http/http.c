@@ -530,6 +530,51 @@ static int listen_on(lunar_http_server_t *s)
     return 0;
 }
 
+/* ---- h2o's own errors in OpenAI's shape ------------------------------------------------------
+ * h2o answers some requests before any handler sees them (a body past max_request_body: 413, a
+ * broken chunked body: 400) with a text/plain line, on the host's fallback path. A filter there
+ * rewrites that line into {"error": {"message", "type", "param", "code"}} as every other error of
+ * the server reads; our handler's responses never pass through the fallback path. */
+static void errjson_send(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *bufs, size_t bufcnt, h2o_send_state_t state)
+{
+    if (req->res.status < 400 || bufcnt == 0 || h2o_send_state_is_in_progress(state)) {
+        h2o_ostream_send_next(self, req, bufs, bufcnt, state);
+        return;
+    }
+    char text[256];
+    size_t n = 0;
+    for (size_t i = 0; i < bufcnt; i++)
+        for (size_t j = 0; j < bufs[i].len && n < sizeof text - 1; j++) {
+            char c = bufs[i].base[j];
+            if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') text[n++] = c; /* h2o's texts are plain ASCII */
+        }
+    text[n] = 0;
+    if (req->res.status == 413)
+        snprintf(text, sizeof text, "the request body is larger than --max-request-body (%zu bytes)",
+                 req->conn->ctx->globalconf->max_request_entity_size);
+    n = strlen(text);
+    h2o_iovec_t body;
+    body.base = h2o_mem_alloc_pool(&req->pool, n + 160);
+    body.len = (size_t)snprintf(body.base, n + 160,
+                                "{\"error\":{\"message\":\"%s\",\"type\":\"%s\",\"param\":null,\"code\":%d}}", text,
+                                req->res.status == 413 ? "RequestEntityTooLarge" : "BadRequestError", req->res.status);
+    req->res.content_length = body.len;
+    ssize_t ct = h2o_find_header(&req->res.headers, H2O_TOKEN_CONTENT_TYPE, -1);
+    if (ct >= 0) req->res.headers.entries[ct].value = h2o_iovec_init(H2O_STRLIT("application/json"));
+    h2o_ostream_send_next(self, req, &body, 1, state);
+}
+
+static void errjson_setup(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t **slot)
+{
+    (void)self;
+    if (req->res.status >= 400) {
+        h2o_ostream_t *o = h2o_add_ostream(req, sizeof *o, slot);
+        o->do_send = errjson_send;
+        slot = &o->next;
+    }
+    h2o_setup_next_ostream(req, slot);
+}
+
 int lunar_http_create(const lunar_http_config_t *c, lunar_http_server_t **out)
 {
     if (!c || !c->on_request || !out) return lunar_error(LUNAR_EINVAL, "lunar_http_create: on_request is required");
@@ -549,6 +594,7 @@ int lunar_http_create(const lunar_http_config_t *c, lunar_http_server_t **out)
     handler_t *h = (handler_t *)h2o_create_handler(path, sizeof *h);
     h->super.on_req = on_req;
     h->server = s;
+    h2o_create_filter(&host->fallback_path, sizeof(h2o_filter_t))->on_setup_ostream = errjson_setup;
     h2o_context_init(&s->ctx, h2o_evloop_create(), &s->config);
     s->ctx_ready = 1;
     s->accept_ctx.ctx = &s->ctx;

@@ -156,6 +156,8 @@ expect_eq "$(code $U/v1/completions -H 'content-type: application/json' --data-b
 expect_contains "$(cat $tmp/body)" "not valid UTF-8 (byte 23)" "the error gives the offset"
 head -c 2000000 /dev/zero | tr '\0' 'a' | sed 's/^/{"prompt":"/; s/$/"}/' > "$tmp/big.json"
 expect_eq "$(code $U/v1/completions -H 'content-type: application/json' --data-binary @$tmp/big.json)" 413 "body past --max-request-body -> 413"
+expect_contains "$(cat $tmp/body)" '{"error":{"message":"the request body is larger than --max-request-body (1048576 bytes)","type":"RequestEntityTooLarge","param":null,"code":413}}' \
+  "h2o's own 413 comes in OpenAI's error shape"
 long=$(printf 'the cat sat on the mat . %.0s' $(seq 1 100))
 expect_eq "$(code $U/v1/completions -H 'content-type: application/json' -d "{\"prompt\":\"$long\",\"max_tokens\":10}")" 400 "prompt past max_model_len -> 400"
 expect_contains "$(cat $tmp/body)" "maximum context length is 512 tokens" "vLLM's context-length message"
