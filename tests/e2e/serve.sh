@@ -145,6 +145,15 @@ expect_contains "$(cat $tmp/body)" '"message":"n must be at most 16384, got 1000
 many=$(printf '"x",%.0s' $(seq 1 1025)); many="[${many%,}]"
 expect_eq "$(code $U/v1/completions -H 'content-type: application/json' -d "{\"prompt\":$many,\"max_tokens\":1}")" 400 "1025 prompts in one request -> 400"
 expect_contains "$(cat $tmp/body)" '"param":"prompt"' "the error names prompt"
+# shapes vLLM's request models reject were taken silently: an array for an object, stream
+# options without a stream, tools that are not tools, /tokenize flags of any type
+expect_eq "$(code $U/v1/completions -H 'content-type: application/json' -d '{"prompt":"x","stream":true,"stream_options":[1]}')" 400 "stream_options as an array -> 400"
+expect_eq "$(code $U/v1/completions -H 'content-type: application/json' -d '{"prompt":"x","stream_options":{"include_usage":true}}')" 400 "stream_options without stream -> 400 (vLLM's check)"
+expect_contains "$(cat $tmp/body)" 'Stream options can only be defined when `stream=True`.' "vLLM's words"
+expect_eq "$(code $U/v1/chat/completions -H 'content-type: application/json' -d '{"messages":[{"role":"user","content":"x"}],"tools":[1]}')" 400 "tools: [1] -> 400"
+expect_contains "$(cat $tmp/body)" '"param":"tools"' "the error names tools"
+expect_eq "$(code $U/v1/chat/completions -H 'content-type: application/json' -d '{"messages":[{"role":"user","content":"x"}],"chat_template_kwargs":[1]}')" 400 "chat_template_kwargs as an array -> 400"
+expect_eq "$(code $U/tokenize -H 'content-type: application/json' -d '{"prompt":"x","add_special_tokens":"no"}')" 400 "/tokenize add_special_tokens as a string -> 400"
 expect_eq "$(code $U/v1/completions -H 'content-type: application/json' -d '{"prompt":"x","model":"gpt-4"}')" 404 "unknown model -> 404"
 expect_eq "$(code $U/v1/completions -H 'content-type: text/plain' -d '{"prompt":"x"}')" 415 "wrong content type -> 415"
 expect_eq "$(code $U/v1/completions -H 'content-type: application/json' -d '{"prompt":"x","max_tokens":2,"frobnicate":1}')" 200 "unknown field ignored (as vLLM)"

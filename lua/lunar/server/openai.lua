@@ -61,8 +61,8 @@ local function check(body, name, kind)
     if type(v) ~= "boolean" then return bad(name .. " must be a boolean, got " .. show(v), name) end
   elseif kind == "string" then
     if type(v) ~= "string" then return bad(name .. " must be a string, got " .. show(v), name) end
-  elseif kind == "object" then
-    if type(v) ~= "table" then return bad(name .. " must be an object", name) end
+  elseif kind == "object" then -- a non-empty JSON array decodes to a table too
+    if type(v) ~= "table" or #v > 0 then return bad(name .. " must be an object, got " .. show(v), name) end
   end
   return nil
 end
@@ -95,8 +95,15 @@ local function validate(body, extra)
       if e then return e end
     end
   end
-  if body.stream_options and body.stream_options.include_usage ~= nil and type(body.stream_options.include_usage) ~= "boolean" then
-    return bad("stream_options.include_usage must be a boolean", "stream_options")
+  if body.stream_options then
+    -- vLLM's check_stream_options: they mean nothing without a stream
+    if body.stream ~= true then return bad("Stream options can only be defined when `stream=True`.", "stream_options") end
+    for _, k in ipairs { "include_usage", "continuous_usage_stats" } do
+      local v = body.stream_options[k]
+      if v ~= nil and v ~= null and type(v) ~= "boolean" then
+        return bad("stream_options." .. k .. " must be a boolean, got " .. show(v), "stream_options")
+      end
+    end
   end
   if body.logit_bias ~= nil and body.logit_bias ~= null then
     return bad("logit_bias is not supported", "logit_bias")
@@ -245,6 +252,13 @@ local function chat_messages(req, body)
   for _, k in ipairs { "tools", "documents" } do
     if body[k] ~= nil and body[k] ~= null and (type(body[k]) ~= "table" or (next(body[k]) ~= nil and #body[k] == 0)) then
       return nil, bad(k .. " must be a list", k)
+    end
+    -- each entry an object, as vLLM's request model requires (a tool also names its function)
+    for i, x in ipairs(type(body[k]) == "table" and body[k] or {}) do
+      if type(x) ~= "table" or #x > 0 or (k == "tools" and (type(x["function"]) ~= "table" or type(x["function"].name) ~= "string")) then
+        return nil, bad(string.format(k == "tools" and "tools[%d] must be an object with a function that has a name"
+          or "documents[%d] must be an object", i - 1), k)
+      end
     end
   end
   local ordered, jerr = require("lunar.jinja.json").decode(req:body())
@@ -539,6 +553,10 @@ function M.tokenize(srv, req)
     text = body.prompt
   else
     return req:fail(bad("prompt (a string) or messages is required", "prompt"))
+  end
+  for _, k in ipairs { "add_special_tokens", "return_token_strs" } do
+    local verr = check(body, k, "boolean")
+    if verr then return req:fail(verr) end
   end
   local add = body.add_special_tokens
   if add == nil then add = body.messages == nil end
