@@ -426,6 +426,23 @@ function M.arith(op, a, b)
   unsupported(op, a, b)
 end
 
+-- string.format of one %-conversion; Lua takes at most two digits of width or precision, Python
+-- any, so wider fields are padded here (under MAX_STR) instead of failing inside string.format
+local function fmt_one(spec, conv, v)
+  local fl, w, p = spec:match("^([-+ 0#]*)(%d*)(%.?%d*)$")
+  w = tonumber(w) or 0
+  if #p > 3 then raise("format precision above 99 is not supported", "ValueError") end
+  if w <= 99 then return fmt("%" .. spec .. conv, v) end
+  local s = fmt("%" .. fl:gsub("[-0]", "") .. p .. conv, v)
+  if #s >= w then return s end
+  if fl:find("-", 1, true) then return s .. M.rep(" ", w - #s) end
+  if fl:find("0", 1, true) and conv ~= "s" then
+    local sign, rest = s:match("^([+%- ]?)(.*)$")
+    return sign .. M.rep("0", w - #s) .. rest
+  end
+  return M.rep(" ", w - #s) .. s
+end
+
 -- "%s ... %d" % args, the subset chat templates use
 function M.percent_format(s, args, esc)
   local list = M.is_seq(args) and getmetatable(args) == Tuple and args or { args }
@@ -435,13 +452,13 @@ function M.percent_format(s, args, esc)
     i = i + 1
     local v = list[i]
     if v == nil then raise("not enough arguments for format string") end
-    if c == "s" then return fmt("%" .. flags .. "s", esc and getmetatable(v) ~= Markup and esc(M.str(v)) or M.str(v)) end
-    if c == "r" then return fmt("%" .. flags .. "s", repr(v)) end
+    if c == "s" then return fmt_one(flags, "s", esc and getmetatable(v) ~= Markup and esc(M.str(v)) or M.str(v)) end
+    if c == "r" then return fmt_one(flags, "s", repr(v)) end
     local n = num(v)
     if not n then raise("%" .. c .. " format: a real number is required, not " .. typename(v)) end
-    if c == "d" or c == "i" then return fmt("%" .. flags .. "d", n < 0 and -floor(-n) or floor(n)) end
-    if c == "f" then return fmt("%" .. flags .. "f", n) end
-    return fmt("%" .. flags .. "x", n)
+    if c == "d" or c == "i" then return fmt_one(flags, "d", n < 0 and -floor(-n) or floor(n)) end
+    if c == "f" then return fmt_one(flags, "f", n) end
+    return fmt_one(flags, "x", n)
   end)
   return out
 end
