@@ -518,6 +518,7 @@ const char *lunar_http_req_method(const lunar_http_req_t *r, size_t *len);
 const char *lunar_http_req_path(const lunar_http_req_t *r, size_t *len);
 const char *lunar_http_req_query(const lunar_http_req_t *r, size_t *len);
 const char *lunar_http_req_body(const lunar_http_req_t *r, size_t *len);
+int lunar_http_req_body_utf8(const lunar_http_req_t *r, size_t *bad);
 const char *lunar_http_req_header(const lunar_http_req_t *r, const char *name, size_t *len);
 const char *lunar_http_req_protocol(const lunar_http_req_t *r);
 const char *lunar_http_req_peer(const lunar_http_req_t *r);

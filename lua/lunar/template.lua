@@ -316,7 +316,7 @@ function M.render(tpl, messages, o)
       for k, v in pairs(kw) do vars[k] = v end
     end
   end
-  local text, err = tpl:render(vars)
+  local text, err = tpl:render(vars, { max_output = o.max_output })
   if not text then return nil, err end
   if o.continue_final_message then
     local msgs = vars.messages
@@ -366,7 +366,8 @@ end
 -- /v1/chat/completions render. llm: an LLM or any table with opts (model, tokenizer,
 -- chat_template) and model.config.model_type. opts = {chat_template=, add_generation_prompt=true,
 -- continue_final_message=, tools=, documents=, chat_template_kwargs=,
--- content_format = "auto"|"string"|"openai"|"raw"}.
+-- content_format = "auto"|"string"|"openai"|"raw", max_output = bytes the rendered text may
+-- have (lunar.jinja's default when absent; it also bounds every string the template builds)}.
 -- opts.chat_template is template source, never a path (a request must not make the server read
 -- its files), as vLLM's per-request chat_template. Messages go through vLLM's preprocessing
 -- (parse_messages, with the content format detected from the template as vLLM's "auto" does)
@@ -396,7 +397,7 @@ function M.apply(llm, messages, o)
   return M.render(tpl, messages, {
     add_generation_prompt = o.add_generation_prompt, continue_final_message = o.continue_final_message,
     tools = tools, documents = o.documents, chat_template_kwargs = o.chat_template_kwargs,
-    special_tokens = llm._special_tokens,
+    special_tokens = llm._special_tokens, max_output = o.max_output,
   })
 end
 

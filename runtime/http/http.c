@@ -9,8 +9,12 @@
  * so the embedder learns exactly once when a request is over — answered, or its client gone —
  * even when no response was started; a streaming generator that queues chunks while a send is
  * in flight (h2o allows one at a time); a coalescing cross-thread wake-up on the context's
- * multithread queue for engine events; and a self-pipe for SIGINT/SIGTERM, since a signal
- * handler may only write(2).
+ * multithread queue for engine events; a self-pipe for SIGINT/SIGTERM, since a signal
+ * handler may only write(2); and a watch on HTTP/1 clients waiting for a response: h2o 2.2 stops
+ * reading an HTTP/1 socket while its request is handled, so a client that hangs up on a
+ * non-streaming request goes unnoticed (HTTP/2 sees RST_STREAM) and its generation would run
+ * to the end. Twice a second the sockets of unanswered HTTP/1 requests are peeked; EOF or a
+ * reset ends the request as if the client were gone (vLLM cancels such requests too).
  */
 #include "lunar/http.h"
 
@@ -36,6 +40,7 @@
 
 #include "core/error.h"
 #include "lunar.h"
+#include "tokenizer/tok.h"
 
 struct lunar_http_server {
     lunar_http_config_t cfg;
@@ -55,7 +60,13 @@ struct lunar_http_server {
     int port;
     uint64_t next_id;
     int ctx_ready, ran;
+    h2o_linklist_t waiting;       /* lunar_http_req_t.link: requests not yet answered */
+    h2o_timeout_t watch_timeout;  /* WATCH_MS: peeks the HTTP/1 sockets of `waiting` */
+    h2o_timeout_entry_t watch_entry;
+    int watch_ready;
 };
+
+#define WATCH_MS 500
 
 typedef struct {
     h2o_handler_t super;
@@ -78,6 +89,7 @@ struct lunar_http_req {
     size_t pending_len, pending_cap;
     char peer[NI_MAXHOST + NI_MAXSERV + 2];
     char *path, *query;
+    h2o_linklist_t link;          /* in server->waiting until answered or closed */
 };
 
 /* The one server signals reach; set while lunar_http_run runs. */
@@ -96,6 +108,7 @@ void lunar_http_config_default(lunar_http_config_t *c)
 static void req_dispose(void *p)
 {
     lunar_http_req_t *r = p;
+    if (h2o_linklist_is_linked(&r->link)) h2o_linklist_unlink(&r->link);
     if (!r->closed) {
         r->closed = 1;
         r->server->inflight--;
@@ -144,8 +157,54 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
             snprintf(r->peer, sizeof r->peer, "%s:%s", host, serv);
     }
     s->inflight++;
+    if (req->version < 0x200) {
+        h2o_linklist_insert(&s->waiting, &r->link);
+        if (!h2o_timeout_is_linked(&s->watch_entry)) h2o_timeout_link(s->ctx.loop, &s->watch_timeout, &s->watch_entry);
+    }
     s->cfg.on_request(s->cfg.ud, r);
     return 0;
+}
+
+static void set_headers(lunar_http_req_t *r, int status, const char *content_type, const char *headers);
+
+/* The client of an unanswered HTTP/1 request hung up (EOF or an error on its socket; data is
+ * a pipelined request and keeps it). A client that only shut its write side looks the same,
+ * as it does to uvicorn under vLLM. */
+static int client_hung_up(lunar_http_req_t *r)
+{
+    h2o_conn_t *conn = r->req->conn;
+    h2o_socket_t *sock = conn->callbacks->get_socket ? conn->callbacks->get_socket(conn) : NULL;
+    int fd = sock ? h2o_socket_get_fd(sock) : -1;
+    if (fd < 0) return 0;
+    char c;
+    ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+static void on_watch(h2o_timeout_entry_t *entry)
+{
+    lunar_http_server_t *s = H2O_STRUCT_FROM_MEMBER(lunar_http_server_t, watch_entry, entry);
+    h2o_linklist_t *node = s->waiting.next;
+    while (node != &s->waiting) {
+        lunar_http_req_t *r = H2O_STRUCT_FROM_MEMBER(lunar_http_req_t, link, node);
+        node = node->next; /* r leaves the list below */
+        if (r->responded || r->closed || !client_hung_up(r)) continue;
+        h2o_linklist_unlink(&r->link);
+        /* the embedder learns first (it aborts the request's work and answers nothing more),
+         * then h2o gets a final response so it can close the connection and free the request */
+        r->client_gone = 1;
+        r->closed = 1;
+        s->inflight--;
+        if (s->cfg.on_closed) s->cfg.on_closed(s->cfg.ud, r, 1);
+        r->responded = r->done = 1;
+        r->req->http1_is_persistent = 0;
+        static const char body[] = "{\"error\":{\"message\":\"the client closed the connection\",\"type\":"
+                                   "\"ClientClosedRequest\",\"param\":null,\"code\":499}}";
+        set_headers(r, 499, "application/json", NULL);
+        r->req->res.content_length = sizeof body - 1;
+        h2o_send_inline(r->req, body, sizeof body - 1);
+    }
+    if (!h2o_linklist_is_empty(&s->waiting)) h2o_timeout_link(s->ctx.loop, &s->watch_timeout, &s->watch_entry);
 }
 
 uint64_t lunar_http_req_id(const lunar_http_req_t *r) { return r->id; }
@@ -176,6 +235,15 @@ const char *lunar_http_req_body(const lunar_http_req_t *r, size_t *len)
     return r->req->entity.base ? r->req->entity.base : "";
 }
 
+int lunar_http_req_body_utf8(const lunar_http_req_t *r, size_t *bad)
+{
+    size_t len, at = 0;
+    const char *body = lunar_http_req_body(r, &len);
+    int rc = tk_utf8_check(body, len, &at); /* the tokenizer's check: one definition of valid */
+    if (bad) *bad = rc ? at : 0;
+    return rc ? -1 : 0;
+}
+
 const char *lunar_http_req_header(const lunar_http_req_t *r, const char *name, size_t *len)
 {
     size_t nl = strlen(name);
@@ -196,11 +264,31 @@ const char *lunar_http_req_protocol(const lunar_http_req_t *r)
 
 const char *lunar_http_req_peer(const lunar_http_req_t *r) { return r->peer; }
 
+/* HTTP/1.1 reason phrases of the statuses the server sends (clients show them in errors) */
+static const char *reason_of(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 413: return "Payload Too Large";
+    case 415: return "Unsupported Media Type";
+    case 422: return "Unprocessable Entity";
+    case 429: return "Too Many Requests";
+    case 499: return "Client Closed Request";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default: return "";
+    }
+}
+
 static void set_headers(lunar_http_req_t *r, int status, const char *content_type, const char *headers)
 {
     h2o_req_t *req = r->req;
     req->res.status = status;
-    req->res.reason = status == 200 ? "OK" : "";
+    req->res.reason = reason_of(status);
     if (content_type)
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, content_type, strlen(content_type));
     /* "Name: value\r\n" lines */
@@ -226,7 +314,12 @@ int lunar_http_respond(lunar_http_req_t *r, int status, const char *content_type
     if (r->closed || r->responded) return lunar_error(LUNAR_ESTATE, "request %llu already answered", (unsigned long long)r->id);
     r->responded = 1;
     r->done = 1;
+    if (h2o_linklist_is_linked(&r->link)) h2o_linklist_unlink(&r->link);
     set_headers(r, status, content_type, headers);
+    /* with its length known h2o writes Content-Length; without it h2o 2.2 can frame only a 200
+     * (chunked) and closes an HTTP/1.1 connection after any other status, dropping the requests
+     * a client pipelined or kept alive behind an error */
+    r->req->res.content_length = len;
     h2o_send_inline(r->req, body, len); /* copies the body; the request may be gone on return */
     return 0;
 }
@@ -269,6 +362,7 @@ int lunar_http_stream_start(lunar_http_req_t *r, int status, const char *content
 {
     if (r->closed || r->responded) return lunar_error(LUNAR_ESTATE, "request %llu already answered", (unsigned long long)r->id);
     r->responded = 1;
+    if (h2o_linklist_is_linked(&r->link)) h2o_linklist_unlink(&r->link);
     r->gen.proceed = on_proceed;
     r->gen.stop = on_stop;
     set_headers(r, status, content_type, headers);
@@ -436,6 +530,51 @@ static int listen_on(lunar_http_server_t *s)
     return 0;
 }
 
+/* ---- h2o's own errors in OpenAI's shape ------------------------------------------------------
+ * h2o answers some requests before any handler sees them (a body past max_request_body: 413, a
+ * broken chunked body: 400) with a text/plain line, on the host's fallback path. A filter there
+ * rewrites that line into {"error": {"message", "type", "param", "code"}} as every other error of
+ * the server reads; our handler's responses never pass through the fallback path. */
+static void errjson_send(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *bufs, size_t bufcnt, h2o_send_state_t state)
+{
+    if (req->res.status < 400 || bufcnt == 0 || h2o_send_state_is_in_progress(state)) {
+        h2o_ostream_send_next(self, req, bufs, bufcnt, state);
+        return;
+    }
+    char text[256];
+    size_t n = 0;
+    for (size_t i = 0; i < bufcnt; i++)
+        for (size_t j = 0; j < bufs[i].len && n < sizeof text - 1; j++) {
+            char c = bufs[i].base[j];
+            if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') text[n++] = c; /* h2o's texts are plain ASCII */
+        }
+    text[n] = 0;
+    if (req->res.status == 413)
+        snprintf(text, sizeof text, "the request body is larger than --max-request-body (%zu bytes)",
+                 req->conn->ctx->globalconf->max_request_entity_size);
+    n = strlen(text);
+    h2o_iovec_t body;
+    body.base = h2o_mem_alloc_pool(&req->pool, n + 160);
+    body.len = (size_t)snprintf(body.base, n + 160,
+                                "{\"error\":{\"message\":\"%s\",\"type\":\"%s\",\"param\":null,\"code\":%d}}", text,
+                                req->res.status == 413 ? "RequestEntityTooLarge" : "BadRequestError", req->res.status);
+    req->res.content_length = body.len;
+    ssize_t ct = h2o_find_header(&req->res.headers, H2O_TOKEN_CONTENT_TYPE, -1);
+    if (ct >= 0) req->res.headers.entries[ct].value = h2o_iovec_init(H2O_STRLIT("application/json"));
+    h2o_ostream_send_next(self, req, &body, 1, state);
+}
+
+static void errjson_setup(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t **slot)
+{
+    (void)self;
+    if (req->res.status >= 400) {
+        h2o_ostream_t *o = h2o_add_ostream(req, sizeof *o, slot);
+        o->do_send = errjson_send;
+        slot = &o->next;
+    }
+    h2o_setup_next_ostream(req, slot);
+}
+
 int lunar_http_create(const lunar_http_config_t *c, lunar_http_server_t **out)
 {
     if (!c || !c->on_request || !out) return lunar_error(LUNAR_EINVAL, "lunar_http_create: on_request is required");
@@ -455,11 +594,16 @@ int lunar_http_create(const lunar_http_config_t *c, lunar_http_server_t **out)
     handler_t *h = (handler_t *)h2o_create_handler(path, sizeof *h);
     h->super.on_req = on_req;
     h->server = s;
+    h2o_create_filter(&host->fallback_path, sizeof(h2o_filter_t))->on_setup_ostream = errjson_setup;
     h2o_context_init(&s->ctx, h2o_evloop_create(), &s->config);
     s->ctx_ready = 1;
     s->accept_ctx.ctx = &s->ctx;
     s->accept_ctx.hosts = s->config.hosts;
     h2o_multithread_register_receiver(s->ctx.queue, &s->wake_receiver, on_wake_msgs);
+    h2o_linklist_init_anchor(&s->waiting);
+    h2o_timeout_init(s->ctx.loop, &s->watch_timeout, WATCH_MS);
+    s->watch_entry.cb = on_watch;
+    s->watch_ready = 1;
 
     int rc = 0;
     if (c->ssl_certfile && (rc = setup_tls(s)) != 0) goto fail;
@@ -530,6 +674,10 @@ void lunar_http_free(lunar_http_server_t *s)
     } else if (s->ctx_ready) {
         h2o_evloop_t *loop = s->ctx.loop;
         h2o_evloop_run(loop, 0); /* frees the sockets closed above */
+        if (s->watch_ready) {
+            if (h2o_timeout_is_linked(&s->watch_entry)) h2o_timeout_unlink(&s->watch_entry);
+            h2o_timeout_dispose(loop, &s->watch_timeout);
+        }
         /* request_shutdown armed HTTP/2's graceful-shutdown timer; with no connection left it
          * has nothing to do, and a linked entry makes h2o_context_dispose assert */
         if (h2o_timeout_is_linked(&s->ctx.http2._graceful_shutdown_timeout))

@@ -31,6 +31,7 @@ int lunar_sampling_params_validate(const lunar_sampling_params_t *p)
 {
     if (!p) BAD("sampling params missing");
     if (p->n < 1) BAD("n must be at least 1, got %d", p->n);
+    if (p->n > LUNAR_MAX_N) BAD("n must be at most %d, got %d", LUNAR_MAX_N, p->n);
     if (!(p->temperature >= 0) || isinf(p->temperature))
         BAD("temperature must be >= 0, got %g", (double)p->temperature);
     if (!(p->top_p > 0 && p->top_p <= 1)) BAD("top_p must be in (0, 1], got %g", (double)p->top_p);

@@ -375,6 +375,11 @@ int main(void)
     p.n = 0;
     CHECK_EQ_INT(lunar_sampling_params_validate(&p), LUNAR_EINVAL);
     CHECK_CONTAINS(lunar_errmsg(), "n must be at least 1, got 0");
+    p.n = LUNAR_MAX_N; /* vLLM's VLLM_MAX_N_SEQUENCES default, 16384, is allowed; one more is not */
+    CHECK_EQ_INT(lunar_sampling_params_validate(&p), LUNAR_OK);
+    p.n = LUNAR_MAX_N + 1;
+    CHECK_EQ_INT(lunar_sampling_params_validate(&p), LUNAR_EINVAL);
+    CHECK_CONTAINS(lunar_errmsg(), "n must be at most 16384, got 16385");
 
     lunar_sampler_destroy(&s);
     return CHECK_DONE();

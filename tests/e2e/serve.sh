@@ -106,6 +106,15 @@ expect_eq "$(cj '{"messages":[{"role":"user","content":"x"}],"max_tokens":2,"cha
 expect_contains "$(cat $tmp/body)" "a system message must come first" "the template's message reaches the client"
 expect_eq "$(cj '{"messages":[{"role":"user","content":"x"}],"max_tokens":2,"chat_template":"{% for x in range(10) %}{% for y in range(10) %}{% for z in range(100000) %}{% endfor %}{% endfor %}{% endfor %}"}')" 400 \
   "a template that would loop for ever -> 400 (step limit)"
+# what a request's template may build is bounded before it is built (the event loop would pay
+# in seconds, every client waiting): a wide indent took a minute and ran LuaJIT out of memory
+expect_eq "$(cj '{"messages":[{"role":"user","content":"x"}],"max_tokens":2,"chat_template":"{{ messages | tojson(indent=1000000000) }}"}')" 400 \
+  "tojson(indent=1e9) -> 400"
+expect_contains "$(cat $tmp/body)" "string too large" "the template error says why"
+expect_eq "$(cj '{"messages":[{"role":"user","content":"x"}],"max_tokens":2,"chat_template":"{% set ns = namespace(x=[1]) %}{% for i in range(40) %}{% set ns.x = ns.x + ns.x %}{% endfor %}"}')" 400 \
+  "a list doubled 40 times -> 400"
+expect_eq "$(cj '{"messages":[{"role":"user","content":"x"}],"max_tokens":2,"chat_template":"{{ (\"x\" * 1000).replace(\"x\", \"y\" * 600000) }}{{ \"x\" | center(2000000000) }}"}')" 400 \
+  "replace and center past the bound -> 400"
 expect_eq "$(cj '{"messages":[{"role":"user","content":"x"}],"max_tokens":2,"chat_template":"/etc/passwd"}')" 200 \
   "a request chat_template is source, never a path the server would read"
 expect_eq "$(cj '{"messages":[{"role":"user","content":"x"}],"max_tokens":2,"chat_template":"x{{ messages[0].content.__class__ }}"}')" 200 \
@@ -122,18 +131,50 @@ expect_eq "$(code $U/v1/completions -H 'content-type: application/json' -d '{"pr
 expect_contains "$(cat $tmp/body)" '"param":"max_tokens"' "error names max_tokens"
 expect_eq "$(code $U/v1/completions -H 'content-type: application/json' -d '{"prompt":"x","max_tokens":1e300}')" 400 "huge number -> 400"
 expect_eq "$(code $U/v1/completions -H 'content-type: application/json' -d '{"prompt":"x","top_p":"high"}')" 400 "wrong type -> 400"
+# NaN and Infinity are JSON to Python's json and to cjson (1e400 reads as Infinity); cjson will
+# not write them back, so the message naming the value must spell them itself
+expect_eq "$(code $U/v1/completions -H 'content-type: application/json' -d '{"prompt":"x","temperature":NaN}')" 400 "temperature NaN -> 400"
+expect_contains "$(cat $tmp/body)" '"message":"temperature must be a number, got NaN"' "the NaN error names the field and the value"
+expect_eq "$(code $U/v1/completions -H 'content-type: application/json' -d '{"prompt":"x","max_tokens":1e400}')" 400 "max_tokens 1e400 (Infinity) -> 400"
+expect_contains "$(cat $tmp/body)" '"param":"max_tokens"' "the Infinity error names max_tokens"
+expect_eq "$(code $U/v1/chat/completions -H 'content-type: application/json' -d '{"messages":[{"role":"user","content":"x"}],"echo":-Infinity}')" 400 "chat echo -Infinity -> 400"
+# the work one request buys is bounded as vLLM bounds it (n <= 16384, <= 1024 prompts):
+# n = 1e6 queued a million sequences ahead of every other client for minutes
+expect_eq "$(code $U/v1/completions -H 'content-type: application/json' -d '{"prompt":"x","n":1000000,"max_tokens":2}')" 400 "n = 1e6 -> 400"
+expect_contains "$(cat $tmp/body)" '"message":"n must be at most 16384, got 1000000"' "the error gives the bound"
+many=$(printf '"x",%.0s' $(seq 1 1025)); many="[${many%,}]"
+expect_eq "$(code $U/v1/completions -H 'content-type: application/json' -d "{\"prompt\":$many,\"max_tokens\":1}")" 400 "1025 prompts in one request -> 400"
+expect_contains "$(cat $tmp/body)" '"param":"prompt"' "the error names prompt"
+# shapes vLLM's request models reject were taken silently: an array for an object, stream
+# options without a stream, tools that are not tools, /tokenize flags of any type
+expect_eq "$(code $U/v1/completions -H 'content-type: application/json' -d '{"prompt":"x","stream":true,"stream_options":[1]}')" 400 "stream_options as an array -> 400"
+expect_eq "$(code $U/v1/completions -H 'content-type: application/json' -d '{"prompt":"x","stream_options":{"include_usage":true}}')" 400 "stream_options without stream -> 400 (vLLM's check)"
+expect_contains "$(cat $tmp/body)" 'Stream options can only be defined when `stream=True`.' "vLLM's words"
+expect_eq "$(code $U/v1/chat/completions -H 'content-type: application/json' -d '{"messages":[{"role":"user","content":"x"}],"tools":[1]}')" 400 "tools: [1] -> 400"
+expect_contains "$(cat $tmp/body)" '"param":"tools"' "the error names tools"
+expect_eq "$(code $U/v1/chat/completions -H 'content-type: application/json' -d '{"messages":[{"role":"user","content":"x"}],"chat_template_kwargs":[1]}')" 400 "chat_template_kwargs as an array -> 400"
+expect_eq "$(code $U/tokenize -H 'content-type: application/json' -d '{"prompt":"x","add_special_tokens":"no"}')" 400 "/tokenize add_special_tokens as a string -> 400"
 expect_eq "$(code $U/v1/completions -H 'content-type: application/json' -d '{"prompt":"x","model":"gpt-4"}')" 404 "unknown model -> 404"
 expect_eq "$(code $U/v1/completions -H 'content-type: text/plain' -d '{"prompt":"x"}')" 415 "wrong content type -> 415"
 expect_eq "$(code $U/v1/completions -H 'content-type: application/json' -d '{"prompt":"x","max_tokens":2,"frobnicate":1}')" 200 "unknown field ignored (as vLLM)"
 printf '{"prompt":"\xff\xfe bad","max_tokens":2}' > "$tmp/badutf8.json"
 expect_eq "$(code $U/v1/completions -H 'content-type: application/json' --data-binary @$tmp/badutf8.json)" 400 "invalid UTF-8 -> 400"
 expect_contains "$(cat $tmp/body)" "UTF-8" "invalid UTF-8 error says so"
+printf '{"prompt":"x","model":"\xc3\xc3"}' > "$tmp/badutf8.json"   # no tokenizer reads a model name
+expect_eq "$(code $U/v1/completions -H 'content-type: application/json' --data-binary @$tmp/badutf8.json)" 400 "invalid UTF-8 in any field -> 400, never echoed back"
+expect_contains "$(cat $tmp/body)" "not valid UTF-8 (byte 23)" "the error gives the offset"
 head -c 2000000 /dev/zero | tr '\0' 'a' | sed 's/^/{"prompt":"/; s/$/"}/' > "$tmp/big.json"
 expect_eq "$(code $U/v1/completions -H 'content-type: application/json' --data-binary @$tmp/big.json)" 413 "body past --max-request-body -> 413"
+expect_contains "$(cat $tmp/body)" '{"error":{"message":"the request body is larger than --max-request-body (1048576 bytes)","type":"RequestEntityTooLarge","param":null,"code":413}}' \
+  "h2o's own 413 comes in OpenAI's error shape"
 long=$(printf 'the cat sat on the mat . %.0s' $(seq 1 100))
 expect_eq "$(code $U/v1/completions -H 'content-type: application/json' -d "{\"prompt\":\"$long\",\"max_tokens\":10}")" 400 "prompt past max_model_len -> 400"
 expect_contains "$(cat $tmp/body)" "maximum context length is 512 tokens" "vLLM's context-length message"
 expect_eq "$(code -X GET $U/v1/completions)" 405 "wrong method -> 405"
+# an error keeps an HTTP/1.1 connection alive (h2o 2.2 closes it after a non-200 response of
+# unknown length), so requests kept alive or pipelined behind it are not lost
+expect_eq "$(curl -s -o /dev/null -o /dev/null -w '%{http_code}:%{num_connects} ' $U/nope -H 'content-type: application/json' -d '{"prompt":"x","max_tokens":1}' $U/v1/completions)" \
+  "404:1 200:0 " "a 404 and a completion on one HTTP/1.1 connection"
 expect_eq "$(code $U/nope)" 404 "unknown route -> 404"
 # a truncated body: the client promises more than it sends and hangs up
 (printf 'POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{"prompt":"x"' ; sleep 0.3) | timeout 2 bash -c "cat > /dev/tcp/127.0.0.1/$PORT_main" 2>/dev/null
@@ -150,6 +191,13 @@ sleep 0.5
 m=$(curl -s $U/metrics); ab=$(( $(metric "$m" abort) - ab0 )); len=$(( $(metric "$m" length) - len0 ))
 expect_eq "$(( ab + len ))" 3 "every cut request ended ($ab aborted, $len finished before the hang-up was seen)"
 expect_eq "$(( ab >= 2 ))" 1 "disconnects abort their requests ($ab of 3)"
+# a client that hangs up on a non-streaming HTTP/1.1 request aborts it too (h2o does not read
+# that socket while the request runs; the server peeks it twice a second)
+curl -s -m 0.5 $U/v1/completions -H 'content-type: application/json' \
+  -d '{"prompt":"x","max_tokens":500,"ignore_eos":true,"n":200}' > /dev/null
+sleep 1.2
+m=$(curl -s $U/metrics); ab1=$(( $(metric "$m" abort) - ab0 - ab ))
+expect_eq "$ab1" 200 "a hang-up on a non-streaming HTTP/1.1 request aborts its 200 sequences"
 expect_contains "$m" 'vllm:num_requests_running{model_name="stories"} 0.0' "nothing left running"
 expect_contains "$m" 'vllm:time_to_first_token_seconds_bucket{le="+Inf",model_name="stories"}' "TTFT histogram"
 out=$(curl -s $U/v1/completions -H 'content-type: application/json' -d "$body")

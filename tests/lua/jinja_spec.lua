@@ -176,6 +176,34 @@ describe("the lunar.jinja sandbox", function()
     assert.is_nil(out)
     assert.matches("too large", err)
   end)
+  it("refuses widths, joins, replaces, JSON and list growth past the bound before building them", function()
+    for _, src in ipairs {
+      "{{ 'x' | indent(1000000000, true) }}", "{{ 'x' | center(2000000000) }}",
+      "{{ [1, [2]] | tojson(indent=1000000000) }}", "{{ (['x' * 600000] * 100) | tojson }}",
+      "{{ (['x' * 600000] * 100) | join }}", "{{ ('x' * 1000).replace('x', 'y' * 600000) }}",
+      "{% set ns = namespace(x=[1]) %}{% for i in range(40) %}{% set ns.x = ns.x + ns.x %}{% endfor %}",
+    } do
+      -- max_output bounds every string the render builds, not only what it writes
+      local out, err = jinja.render(src, {}, { max_output = 1024 * 1024 })
+      assert.is_nil(out, src)
+      assert.matches("too large", err, 1, true)
+    end
+    assert.are.equal("  x", jinja.render("{{ 'x' | indent(2, true) }}", {}, { max_output = 1024 * 1024 }))
+  end)
+  it("formats % fields wider than Lua's two digits as Python does", function()
+    -- Python: '[%105s]' % 'x', '[%-102s]' % 'x', '[%0102d]' % -5
+    assert.are.equal("[" .. string.rep(" ", 104) .. "x]", jinja.render("[{{ '%105s' % 'x' }}]", {}))
+    assert.are.equal("[x" .. string.rep(" ", 101) .. "]", jinja.render("[{{ '%-102s' % 'x' }}]", {}))
+    assert.are.equal("[-" .. string.rep("0", 100) .. "5]", jinja.render("[{{ '%0102d' % -5 }}]", {}))
+    local out, err = jinja.render("{{ '%2000000000s' % 'x' }}", {}, { max_output = 1024 * 1024 })
+    assert.is_nil(out)
+    assert.matches("too large", err)
+  end)
+  it("reports nesting deeper than the parser's stack as a template error, not an internal one", function()
+    local t, err = jinja.compile("{{ " .. string.rep("(", 5000) .. "1" .. string.rep(")", 5000) .. " }}")
+    assert.is_nil(t)
+    assert.are.equal("template: template nesting too deep", err)
+  end)
 end)
 
 describe("lunar.jinja.json", function()

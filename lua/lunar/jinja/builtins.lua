@@ -4,13 +4,14 @@
 -- transformers' own tojson (json.dumps with ensure_ascii=False). Sandbox rules of
 -- ImmutableSandboxedEnvironment: methods that mutate lists/dicts are unsafe; ranges are capped.
 local V = require "lunar.jinja.value"
+local concat = V.concat -- every string a builtin assembles is bounded (value.lua)
 
 local M = {}
 local NONE = V.NONE
 local List, Tuple, Dict, Float, Undef, Namespace, Func, Macro, Loop =
   V.List, V.Tuple, V.Dict, V.Float, V.Undef, V.Namespace, V.Func, V.Macro, V.Loop
 local raise, str, truthy, typename, num = V.raise, V.str, V.truthy, V.typename, V.num
-local fmt, concat = string.format, table.concat
+local fmt = string.format
 
 local J -- lunar.jinja, for call/getattr (loaded lazily: it requires this module)
 local function jinja() J = J or require "lunar.jinja" return J end
@@ -655,7 +656,7 @@ filters.indent = function(_, v, a, kw)
   local width = arg(a, kw, 1, "width", 4)
   local first = truthy(arg(a, kw, 2, "first", false))
   local blank = truthy(arg(a, kw, 3, "blank", false))
-  local pad = type(width) == "string" and width or string.rep(" ", width)
+  local pad = type(width) == "string" and width or V.rep(" ", width)
   local s = str(v)
   local lines = {}
   for line in (s .. "\n"):gmatch("(.-)\n") do lines[#lines + 1] = line end
@@ -689,7 +690,7 @@ filters.center = function(_, v, a)
   if n >= width then return s end
   local total = width - n
   local left = math.floor(total / 2) + (total % 2 == 1 and width % 2 == 1 and 1 or 0)
-  return string.rep(" ", left) .. s .. string.rep(" ", total - left)
+  return V.rep(" ", left) .. s .. V.rep(" ", total - left)
 end
 filters.format = function(_, v, a)
   if #a == 1 then return V.percent_format(str(v), a[1]) end
@@ -702,7 +703,7 @@ filters.tojson = function(_, v, a, kw)
   local sort_keys = truthy(arg(a, kw, 4, "sort_keys", false))
   local ind
   if indent ~= NONE then
-    if type(indent) == "string" then ind = indent else ind = string.rep(" ", (num(indent))) end
+    if type(indent) == "string" then ind = indent else ind = V.rep(" ", (num(indent))) end
   end
   local sep_item, sep_key = ind and "," or ", ", ": "
   if separators ~= NONE then sep_item, sep_key = separators[1], separators[2] end

@@ -502,7 +502,14 @@ function M.compile(source, o)
   local ok, toks, src = pcall(lexer.lex, source, o)
   if not ok then return nil, (format_err(name, source:gsub("\r\n?", "\n"), toks)) end
   local ok2, ast = pcall(parser.parse, toks)
-  if not ok2 then return nil, (format_err(name, src, ast)) end
+  if not ok2 then
+    -- the parser recurses per nesting level: "((((...1))))" thousands deep overflows the Lua
+    -- stack, which is the template's fault (Python's Jinja2 hits its recursion limit too)
+    if type(ast) == "string" and ast:find("stack overflow", 1, true) then
+      ast = { jinja = "template nesting too deep", kind = "RecursionError" }
+    end
+    return nil, (format_err(name, src, ast))
+  end
   return setmetatable({ name = name, src = src, ast = ast, opts = o }, Template)
 end
 
@@ -520,7 +527,10 @@ function Template:render(vars, o)
     max_output = o.max_output or self.opts.max_output or M.defaults.max_output,
     max_depth = o.max_depth or M.defaults.max_depth,
   }
+  local max_str = V.MAX_STR
+  V.MAX_STR = math.min(max_str, R.max_output)
   local ok, e = pcall(exec, R, self.ast, root)
+  V.MAX_STR = max_str
   if not ok then
     if type(e) == "table" and e.jinja and not e.pos then e.pos = R.pos end
     if type(e) == "string" and e:find("stack overflow", 1, true) then

@@ -24,11 +24,32 @@ M.UNDEF = setmetatable({ hint = nil }, Undef)
 -- key under which a call's keyword arguments keep their order (Python keeps call order)
 M.KWORDER = setmetatable({}, { __name = "kworder" })
 
--- the longest string an operation may build (output has its own limit, max_output)
+-- the longest string an operation may build, and the longest list; checked before building, so
+-- a template's arguments (a width, a repeat count, a doubling loop) never make the server spend
+-- seconds and gigabytes on one value. Template:render lowers MAX_STR to its max_output while
+-- it runs: no string longer than the output may be is worth building.
 M.MAX_STR = 64 * 1024 * 1024
+M.MAX_LIST = 1024 * 1024
 
 function M.raise(msg, kind) error({ jinja = msg, kind = kind or "TypeError" }, 0) end
 local raise = M.raise
+
+-- string.rep under MAX_STR (widths and indents come from templates and requests)
+function M.rep(s, n)
+  if type(n) ~= "number" then raise("an integer is required, not " .. M.typename(n)) end
+  if n <= 0 then return "" end
+  if #s * n > M.MAX_STR then raise("string too large", "SecurityError") end
+  return string.rep(s, n)
+end
+
+-- table.concat under MAX_STR: join, replace and the other builders check the size first
+function M.concat(t, sep, i, j)
+  i, j = i or 1, j or #t
+  local size = sep and #sep * math.max(j - i, 0) or 0
+  for k = i, j do local x = t[k] size = size + (type(x) == "string" and #x or 24) end
+  if size > M.MAX_STR then raise("string too large", "SecurityError") end
+  return concat(t, sep or "", i, j)
+end
 
 function M.undefined(hint) return setmetatable({ hint = hint }, Undef) end
 function M.undef_fail(u) raise(u.hint or "undefined value", "UndefinedError") end
@@ -376,6 +397,7 @@ function M.arith(op, a, b)
       raise(fmt('can only concatenate str (not "%s") to str', typename(b)))
     end
     if (ma == List and mb == List) or (ma == Tuple and mb == Tuple) then
+      if #a + #b > M.MAX_LIST then raise("list too large", "SecurityError") end
       local out = setmetatable({}, ma)
       for i = 1, #a do out[i] = a[i] end
       for i = 1, #b do out[#a + i] = b[i] end
@@ -393,7 +415,7 @@ function M.arith(op, a, b)
       local ms = getmetatable(s)
       if ms == List or ms == Tuple then
         local out = setmetatable({}, ms)
-        if #s * n > 1024 * 1024 then raise("list repetition too large", "SecurityError") end
+        if #s * n > M.MAX_LIST then raise("list repetition too large", "SecurityError") end
         for r = 0, n - 1 do for i = 1, #s do out[r * #s + i] = s[i] end end
         return out
       end
@@ -402,6 +424,23 @@ function M.arith(op, a, b)
     return M.percent_format(a, b)
   end
   unsupported(op, a, b)
+end
+
+-- string.format of one %-conversion; Lua takes at most two digits of width or precision, Python
+-- any, so wider fields are padded here (under MAX_STR) instead of failing inside string.format
+local function fmt_one(spec, conv, v)
+  local fl, w, p = spec:match("^([-+ 0#]*)(%d*)(%.?%d*)$")
+  w = tonumber(w) or 0
+  if #p > 3 then raise("format precision above 99 is not supported", "ValueError") end
+  if w <= 99 then return fmt("%" .. spec .. conv, v) end
+  local s = fmt("%" .. fl:gsub("[-0]", "") .. p .. conv, v)
+  if #s >= w then return s end
+  if fl:find("-", 1, true) then return s .. M.rep(" ", w - #s) end
+  if fl:find("0", 1, true) and conv ~= "s" then
+    local sign, rest = s:match("^([+%- ]?)(.*)$")
+    return sign .. M.rep("0", w - #s) .. rest
+  end
+  return M.rep(" ", w - #s) .. s
 end
 
 -- "%s ... %d" % args, the subset chat templates use
@@ -413,13 +452,13 @@ function M.percent_format(s, args, esc)
     i = i + 1
     local v = list[i]
     if v == nil then raise("not enough arguments for format string") end
-    if c == "s" then return fmt("%" .. flags .. "s", esc and getmetatable(v) ~= Markup and esc(M.str(v)) or M.str(v)) end
-    if c == "r" then return fmt("%" .. flags .. "s", repr(v)) end
+    if c == "s" then return fmt_one(flags, "s", esc and getmetatable(v) ~= Markup and esc(M.str(v)) or M.str(v)) end
+    if c == "r" then return fmt_one(flags, "s", repr(v)) end
     local n = num(v)
     if not n then raise("%" .. c .. " format: a real number is required, not " .. typename(v)) end
-    if c == "d" or c == "i" then return fmt("%" .. flags .. "d", n < 0 and -floor(-n) or floor(n)) end
-    if c == "f" then return fmt("%" .. flags .. "f", n) end
-    return fmt("%" .. flags .. "x", n)
+    if c == "d" or c == "i" then return fmt_one(flags, "d", n < 0 and -floor(-n) or floor(n)) end
+    if c == "f" then return fmt_one(flags, "f", n) end
+    return fmt_one(flags, "x", n)
   end)
   return out
 end
@@ -446,7 +485,12 @@ M.json_str = json_str
 local function dumps(v, o, level, out)
   if getmetatable(v) == Markup then v = v[1] end
   local t = type(v)
-  if t == "string" then out[#out + 1] = json_str(v) return end
+  if t == "string" then
+    o.size = o.size + #v -- escaping only grows it: stop before escaping more than can be kept
+    if o.size > M.MAX_STR then raise("string too large", "SecurityError") end
+    out[#out + 1] = json_str(v)
+    return
+  end
   if t == "number" then out[#out + 1] = int_str(v) return end
   if t == "boolean" then out[#out + 1] = v and "true" or "false" return end
   local m = getmetatable(v)
@@ -460,7 +504,12 @@ local function dumps(v, o, level, out)
     return
   end
   local nl
-  if o.indent then nl = "\n" .. string.rep(o.indent, level + 1) end
+  if o.indent then
+    nl = "\n" .. M.rep(o.indent, level + 1)
+    -- the indent is repeated on every line: count it, or a wide one builds gigabytes
+    o.size = o.size + #nl * (M.is_seq(v) and #v or M.is_map(v) and #v.keys or 0)
+    if o.size > M.MAX_STR then raise("string too large", "SecurityError") end
+  end
   if m == List or m == Tuple then
     if #v == 0 then out[#out + 1] = "[]" return end
     out[#out + 1] = "["
@@ -469,7 +518,7 @@ local function dumps(v, o, level, out)
       if nl then out[#out + 1] = nl end
       dumps(v[i], o, level + 1, out)
     end
-    if nl then out[#out + 1] = "\n" .. string.rep(o.indent, level) end
+    if nl then out[#out + 1] = "\n" .. M.rep(o.indent, level) end
     out[#out + 1] = "]"
     return
   end
@@ -495,7 +544,7 @@ local function dumps(v, o, level, out)
       out[#out + 1] = o.sep_key
       dumps(v.map[k], o, level + 1, out)
     end
-    if nl then out[#out + 1] = "\n" .. string.rep(o.indent, level) end
+    if nl then out[#out + 1] = "\n" .. M.rep(o.indent, level) end
     out[#out + 1] = "}"
     return
   end
@@ -504,8 +553,9 @@ end
 
 function M.dumps(v, o)
   local out = {}
+  o.size = 0
   dumps(v, o, 0, out)
-  return concat(out)
+  return M.concat(out)
 end
 
 -- ---- values from Lua callers ----------------------------------------------------------------

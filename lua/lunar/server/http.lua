@@ -69,6 +69,12 @@ function Request:json()
   if not ct:lower():find("application/json", 1, true) then
     return nil, M.error(415, "Content-Type must be application/json, got '" .. ct .. "'", "InvalidRequestError")
   end
+  -- every string of the body must be UTF-8, as Python's json.loads of the bytes demands under
+  -- vLLM; otherwise invalid bytes in a field no tokenizer reads (a model name, a role) reach
+  -- error messages and responses, which then are not valid JSON text
+  if C.lunar_http_req_body_utf8(self.handle, len) ~= 0 then
+    return nil, M.error(400, "the request body is not valid UTF-8 (byte " .. tonumber(len[0]) .. ")", "BadRequestError")
+  end
   local body = self:body()
   local v, err = json.decode(body)
   if v == nil or err then

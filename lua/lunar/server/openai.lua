@@ -13,6 +13,9 @@ local null = json.null
 local M = {}
 
 local INT_MAX = 2147483647
+-- the most prompts one /v1/completions request may list: vLLM's VLLM_MAX_COMPLETION_PROMPTS
+-- default, its bound on the work one request buys (n is bounded in C, LUNAR_MAX_N)
+local MAX_PROMPTS = 1024
 
 local function bad(msg, param, status, etype)
   return http.error(status or 400, msg, etype or "BadRequestError", param)
@@ -29,21 +32,37 @@ local function rand_hex(n)
   return table.concat(t)
 end
 
+-- A request value as an error message shows it: JSON, cut short. cjson refuses to write NaN and
+-- +-Infinity (which it reads, as Python's json does, and 1e400 becomes), so those are spelled
+-- out here; a message that failed to build would turn a 400 into a handler error.
+local function show(v)
+  if type(v) == "number" and (v ~= v or v == math.huge or v == -math.huge) then
+    return v ~= v and "NaN" or (v > 0 and "Infinity" or "-Infinity")
+  end
+  local s = json.encode(v) or (type(v) == "table" and "a list or object with a non-finite number" or tostring(v))
+  if #s > 80 then -- cut at a character boundary: the message must stay valid UTF-8
+    local n = 77
+    while n > 1 and s:byte(n + 1) and s:byte(n + 1) >= 0x80 and s:byte(n + 1) < 0xC0 do n = n - 1 end
+    s = s:sub(1, n) .. "..."
+  end
+  return s
+end
+
 -- Field checks: each returns an error table or nil.
 local function check(body, name, kind)
   local v = body[name]
   if v == nil or v == null then body[name] = nil return nil end
   if kind == "integer" then
-    if type(v) ~= "number" or v ~= math.floor(v) then return bad(name .. " must be an integer, got " .. json.encode(v), name) end
-    if v > INT_MAX or v < -INT_MAX then return bad(name .. " must be between " .. -INT_MAX .. " and " .. INT_MAX .. ", got " .. json.encode(v), name) end
+    if type(v) ~= "number" or v ~= math.floor(v) then return bad(name .. " must be an integer, got " .. show(v), name) end
+    if v > INT_MAX or v < -INT_MAX then return bad(name .. " must be between " .. -INT_MAX .. " and " .. INT_MAX .. ", got " .. show(v), name) end
   elseif kind == "number" then
-    if type(v) ~= "number" or v ~= v or v == math.huge or v == -math.huge then return bad(name .. " must be a number, got " .. json.encode(v), name) end
+    if type(v) ~= "number" or v ~= v or v == math.huge or v == -math.huge then return bad(name .. " must be a number, got " .. show(v), name) end
   elseif kind == "boolean" then
-    if type(v) ~= "boolean" then return bad(name .. " must be a boolean, got " .. json.encode(v), name) end
+    if type(v) ~= "boolean" then return bad(name .. " must be a boolean, got " .. show(v), name) end
   elseif kind == "string" then
-    if type(v) ~= "string" then return bad(name .. " must be a string, got " .. json.encode(v), name) end
-  elseif kind == "object" then
-    if type(v) ~= "table" then return bad(name .. " must be an object", name) end
+    if type(v) ~= "string" then return bad(name .. " must be a string, got " .. show(v), name) end
+  elseif kind == "object" then -- a non-empty JSON array decodes to a table too
+    if type(v) ~= "table" or #v > 0 then return bad(name .. " must be an object, got " .. show(v), name) end
   end
   return nil
 end
@@ -76,8 +95,15 @@ local function validate(body, extra)
       if e then return e end
     end
   end
-  if body.stream_options and body.stream_options.include_usage ~= nil and type(body.stream_options.include_usage) ~= "boolean" then
-    return bad("stream_options.include_usage must be a boolean", "stream_options")
+  if body.stream_options then
+    -- vLLM's check_stream_options: they mean nothing without a stream
+    if body.stream ~= true then return bad("Stream options can only be defined when `stream=True`.", "stream_options") end
+    for _, k in ipairs { "include_usage", "continuous_usage_stats" } do
+      local v = body.stream_options[k]
+      if v ~= nil and v ~= null and type(v) ~= "boolean" then
+        return bad("stream_options." .. k .. " must be a boolean, got " .. show(v), "stream_options")
+      end
+    end
   end
   if body.logit_bias ~= nil and body.logit_bias ~= null then
     return bad("logit_bias is not supported", "logit_bias")
@@ -168,6 +194,9 @@ local function completion_prompts(srv, body)
   elseif type(p) == "table" then
     if #p == 0 then return nil, bad("prompt must not be empty", "prompt") end
     if type(p[1]) == "number" then list = { p } else list = p end
+    if #list > MAX_PROMPTS then
+      return nil, bad(string.format("prompt list length %d exceeds the maximum allowed count of %d", #list, MAX_PROMPTS), "prompt")
+    end
   else return nil, bad("prompt must be a string, a list of strings or a list of token ids", "prompt") end
   local out, texts = {}, {}
   local V = srv.llm.tokenizer.vocab_size
@@ -181,7 +210,7 @@ local function completion_prompts(srv, body)
       for j, t in ipairs(x) do
         if type(t) ~= "number" or t ~= math.floor(t) or t < 0 or t >= V then
           return nil, bad(string.format("prompt token %s at index %d is not a token id of this model (0..%d)",
-            json.encode(t), j - 1, V - 1), "prompt")
+            show(t), j - 1, V - 1), "prompt")
         end
       end
       out[i] = x
@@ -224,6 +253,13 @@ local function chat_messages(req, body)
     if body[k] ~= nil and body[k] ~= null and (type(body[k]) ~= "table" or (next(body[k]) ~= nil and #body[k] == 0)) then
       return nil, bad(k .. " must be a list", k)
     end
+    -- each entry an object, as vLLM's request model requires (a tool also names its function)
+    for i, x in ipairs(type(body[k]) == "table" and body[k] or {}) do
+      if type(x) ~= "table" or #x > 0 or (k == "tools" and (type(x["function"]) ~= "table" or type(x["function"].name) ~= "string")) then
+        return nil, bad(string.format(k == "tools" and "tools[%d] must be an object with a function that has a name"
+          or "documents[%d] must be an object", i - 1), k)
+      end
+    end
   end
   local ordered, jerr = require("lunar.jinja.json").decode(req:body())
   if ordered == nil then return nil, bad("the request body is not valid JSON: " .. tostring(jerr)) end
@@ -251,6 +287,10 @@ local function chat_prompt(srv, req, body)
     chat_template = body.chat_template, add_generation_prompt = body.add_generation_prompt,
     continue_final_message = body.continue_final_message, tools = c.tools, documents = c.documents,
     chat_template_kwargs = c.chat_template_kwargs,
+    -- a prompt longer than the context is refused after rendering anyway; with room for 32
+    -- bytes a token (no tokenizer makes longer ones) this bounds what a request's template may
+    -- build, which the event loop pays for in time every other client waits
+    max_output = math.max(1024 * 1024, 32 * srv.llm.max_model_len),
   })
   if not text then return nil, bad("chat template: " .. tostring(terr), "messages") end
   return text
@@ -514,6 +554,10 @@ function M.tokenize(srv, req)
   else
     return req:fail(bad("prompt (a string) or messages is required", "prompt"))
   end
+  for _, k in ipairs { "add_special_tokens", "return_token_strs" } do
+    local verr = check(body, k, "boolean")
+    if verr then return req:fail(verr) end
+  end
   local add = body.add_special_tokens
   if add == nil then add = body.messages == nil end
   local ids, err = srv.llm.tokenizer:encode(text, { add_special_tokens = add })
@@ -534,7 +578,7 @@ function M.detokenize(srv, req)
   local V = srv.llm.tokenizer.vocab_size
   for i, t in ipairs(body.tokens) do
     if type(t) ~= "number" or t ~= math.floor(t) or t < 0 or t >= V then
-      return req:fail(bad(string.format("tokens[%d] = %s is not a token id of this model (0..%d)", i - 1, json.encode(t), V - 1), "tokens"))
+      return req:fail(bad(string.format("tokens[%d] = %s is not a token id of this model (0..%d)", i - 1, show(t), V - 1), "tokens"))
     end
   end
   local text, err = srv.llm.tokenizer:decode(body.tokens, { skip_special_tokens = false })

@@ -86,13 +86,17 @@ typedef int (*lunar_logits_hook_fn)(void *arg, uint64_t request_id, int seq_inde
                                     const int32_t *output_ids, int num_output, float *logits,
                                     int vocab_size);
 
+/* The most sequences one request may ask for: vLLM's VLLM_MAX_N_SEQUENCES default. Without a
+ * bound one request of n = 1e6 queues a million sequences ahead of everyone else. */
+#define LUNAR_MAX_N 16384
+
 /* Plain values; pointers are read during lunar_engine_submit() and copied, so the caller may
  * free them on return. lunar_sampling_params_default() gives vLLM's defaults. */
 typedef struct lunar_sampling_params {
-    int n;                          /* sequences per request (1); they share the prompt's
-                                     * full KV blocks; each recomputes the partial last block
-                                     * (< block_size tokens) instead of copying it, since the
-                                     * forward interface has no KV copy */
+    int n;                          /* sequences per request (1, at most LUNAR_MAX_N); they
+                                     * share the prompt's full KV blocks; each recomputes the
+                                     * partial last block (< block_size tokens) instead of
+                                     * copying it, since the forward interface has no KV copy */
     float temperature;              /* 1.0; < 1e-5 = greedy */
     float top_p;                    /* 1.0 = off */
     int top_k;                      /* -1 (or 0) = off */

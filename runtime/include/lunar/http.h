@@ -66,6 +66,8 @@ const char *lunar_http_req_method(const lunar_http_req_t *r, size_t *len);
 const char *lunar_http_req_path(const lunar_http_req_t *r, size_t *len);
 const char *lunar_http_req_query(const lunar_http_req_t *r, size_t *len);
 const char *lunar_http_req_body(const lunar_http_req_t *r, size_t *len);
+/* 0 when the body is valid UTF-8; else -1 and *bad = the offset of the first invalid byte. */
+int lunar_http_req_body_utf8(const lunar_http_req_t *r, size_t *bad);
 /* A request header by lower-case name, or NULL. */
 const char *lunar_http_req_header(const lunar_http_req_t *r, const char *name, size_t *len);
 /* "HTTP/1.1", "HTTP/2" */
