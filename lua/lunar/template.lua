@@ -53,7 +53,7 @@ local function pick_named(ct, name)
 end
 
 -- resolve{chat_template=, model_dir=, model_type=, name="default"|"tool_use"|nil}
---   -> source, origin | nil, err
+--   -> source, origin | nil, err   (origin: the file, "inline", or templates/NAME.jinja for a built-in)
 -- chat_template (the --chat-template flag) is a file, else inline Jinja, else the name of a
 -- built-in (templates/<name>.jinja: "chatml", "llama-3"...; a lunar extension to vLLM's flag).
 -- model_type defaults to config.json's in model_dir.
@@ -67,7 +67,7 @@ function M.resolve(o)
     end
     if looks_inline(flag) then return flag, "inline" end
     if flag:match("^[%w_.-]+$") and util.file_exists(M.builtin_path(flag)) then
-      return util.read_file(M.builtin_path(flag)), M.builtin_path(flag)
+      return util.read_file(M.builtin_path(flag)), "templates/" .. flag .. ".jinja"
     end
     return nil, string.format("chat template %q: no such file, not inline Jinja (no '{{' or '{%%') "
       .. "and not a built-in name (templates/*.jinja)", flag)
@@ -98,7 +98,7 @@ function M.resolve(o)
     local path = M.builtin_path(builtin)
     local s, err = util.read_file(path)
     if not s then return nil, "built-in chat template " .. path .. ": " .. tostring(err) end
-    return s, path
+    return s, "templates/" .. builtin .. ".jinja" -- not the install path: it names errors sent to clients
   end
   return nil, string.format("%s has no chat template: pass --chat-template FILE (or inline Jinja, or a "
     .. "built-in name); it has no chat_template in tokenizer_config.json and no built-in matches "

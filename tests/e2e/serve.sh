@@ -176,6 +176,14 @@ expect_eq "$(code -X GET $U/v1/completions)" 405 "wrong method -> 405"
 expect_eq "$(curl -s -o /dev/null -o /dev/null -w '%{http_code}:%{num_connects} ' $U/nope -H 'content-type: application/json' -d '{"prompt":"x","max_tokens":1}' $U/v1/completions)" \
   "404:1 200:0 " "a 404 and a completion on one HTTP/1.1 connection"
 expect_eq "$(code $U/nope)" 404 "unknown route -> 404"
+long=$(head -c 5000 /dev/zero | tr '\0' 'a')
+out=$(curl -s "$U/x%FF%C3$long")
+expect_eq "$(echo "$out" | json 'v.error.message.length < 260 && v.error.message.includes("/x%FF%C3aaa")')" true \
+  "a 404 quotes a long path with odd bytes short and percent-encoded (valid JSON)"
+expect_eq "$(curl -s $U/v1/chat/completions -H 'content-type: application/json' \
+  -d '{"model":"stories","messages":[{"role":"user","content":"hi"}],"chat_template_kwargs":{"messages":"x"}}' \
+  | json 'v.error.message.includes("templates/chatml.jinja:") && !v.error.message.includes(process.env.LUNAR_SRC)')" true \
+  "a built-in template's error names templates/NAME.jinja, not the install path"
 # a truncated body: the client promises more than it sends and hangs up
 (printf 'POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{"prompt":"x"' ; sleep 0.3) | timeout 2 bash -c "cat > /dev/tcp/127.0.0.1/$PORT_main" 2>/dev/null
 # abrupt disconnects mid-stream: the engine aborts them. Each client hangs up after its first

@@ -41,6 +41,14 @@ local function authorized(self, req)
   return h == "Bearer " .. self.api_key
 end
 
+-- A request path as an error message quotes it: bytes outside printable ASCII percent-encoded
+-- (a decoded path may hold any bytes; the JSON answer must stay valid UTF-8) and cut at 200
+-- characters (a 70 KB path is not echoed back).
+local function shown_path(p)
+  local s = p:gsub("[^\33-\126]", function(c) return string.format("%%%02X", c:byte()) end)
+  return #s > 200 and s:sub(1, 200) .. "..." or s
+end
+
 function Server:on_request(handle)
   local req = http.wrap(handle)
   self.reqs[req.id] = req
@@ -52,8 +60,9 @@ function Server:on_request(handle)
   if not fn then
     local any = false
     for k in pairs(self.routes) do if k:match("^%S+ (.*)$") == req.path then any = true end end
-    if any then return req:fail(http.error(405, "method " .. req.method .. " is not allowed on " .. req.path, "MethodNotAllowed")) end
-    return req:fail(http.error(404, "no route " .. req.method .. " " .. req.path, "NotFoundError"))
+    local path = shown_path(req.path)
+    if any then return req:fail(http.error(405, "method " .. req.method .. " is not allowed on " .. path, "MethodNotAllowed")) end
+    return req:fail(http.error(404, "no route " .. req.method .. " " .. path, "NotFoundError"))
   end
   local ok, err = xpcall(fn, debug.traceback, req, self)
   if not ok then
