@@ -406,7 +406,8 @@ static const lunar_batch_t *pad_decode(lunar_runner_t *r, const lunar_batch_t *b
 
 /* The decoder up to the final norm: on return r->xn holds the final-normed hidden state of
  * every batch token, and the step is open (begin_step ran; the caller issues the logits and
- * ends it). */
+ * ends it). A step padded for a CUDA graph (*ran != real) has its logits already: every row's,
+ * one chunk in r->logits (the graph's shape ends with them), the real rows first. */
 static int run_decoder(lunar_runner_t *r, const lunar_batch_t *real, const lunar_batch_t **ran)
 {
     int rc = check_batch(r, real);
@@ -457,6 +458,10 @@ static int run_decoder(lunar_runner_t *r, const lunar_batch_t *real, const lunar
         const float *next_norm = l + 1 < c->num_layers ? r->lv[l + 1].attn_norm : r->final_norm;
         be->add_rmsnorm(be, r->x, r->proj, r->xn, T, H, next_norm, eps);
     }
+    if (b != real) {
+        r->pad_tokens += (uint64_t)(b->num_tokens - real->num_tokens);
+        be->logits(be, r->logits, r->xn, b, 0, b->num_logits, w->lm_head);
+    }
     return 0;
 }
 
@@ -469,13 +474,9 @@ int lunar_runner_forward(lunar_runner_t *r, const lunar_batch_t *b, float *logit
     const lunar_weights_t *w = r->w;
     /* logits only for the rows asked for (xn is final-normed now); straight into the caller's
      * buffer when backend memory is host memory, else in chunks of max_num_seqs rows. A padded
-     * step (ran != b) computes its padding rows too, in one chunk, and copies out b's. */
+     * step (ran != b) has them in r->logits already (run_decoder): b's rows are copied out. */
     int V = r->c->vocab_size, chunk = be->host_memory ? b->num_logits : r->o.max_num_seqs;
-    if (ran != b) {
-        r->pad_tokens += (uint64_t)(ran->num_tokens - b->num_tokens);
-        be->logits(be, r->logits, r->xn, ran, 0, ran->num_logits, w->lm_head);
-        be->copy_out(be, logits, r->logits, sizeof(float) * (size_t)b->num_logits * V);
-    }
+    if (ran != b) be->copy_out(be, logits, r->logits, sizeof(float) * (size_t)b->num_logits * V);
     for (int i0 = 0; ran == b && i0 < b->num_logits; i0 += chunk) {
         int n = b->num_logits - i0 < chunk ? b->num_logits - i0 : chunk;
         float *dst = be->host_memory ? logits + (size_t)i0 * V : r->logits;
@@ -500,12 +501,8 @@ int lunar_runner_forward_sample(lunar_runner_t *r, const lunar_batch_t *b, const
     int rc = run_decoder(r, b, &ran);
     if (rc) return rc;
     /* the logits stay in backend memory and are sampled there, max_num_seqs rows at a time; a
-     * padded step's logits (all its rows, one chunk) are sampled for b's rows only */
+     * padded step's (run_decoder made them, all its rows) are sampled for b's rows only */
     int chunk = r->o.max_num_seqs;
-    if (ran != b) {
-        r->pad_tokens += (uint64_t)(ran->num_tokens - b->num_tokens);
-        be->logits(be, r->logits, r->xn, ran, 0, ran->num_logits, r->w->lm_head);
-    }
     for (int i0 = 0; i0 < b->num_logits; i0 += chunk) {
         int n = b->num_logits - i0 < chunk ? b->num_logits - i0 : chunk;
         size_t t = (size_t)i0 * (size_t)s->top_stride;

@@ -269,8 +269,8 @@ static int admit(lunar_sched_t *s, int waiting_index, int budget)
 /* The step's block tables are as wide as its longest context needs, not --max-model-len:
  * every consumer indexes them by the batch's max_blocks_per_seq, the CUDA backend plans its
  * attention splits from that width (a table 8,192 tokens wide made a 600-token decode one
- * partition per kv head), and the tables are copied to the device every step. The CUDA
- * backend rounds the width up for its graphs' sake itself. */
+ * partition per kv head), and the tables are copied to the device every step. The runner
+ * rounds the width up for CUDA graphs' sake itself (pad_decode). */
 static void build_batch(lunar_sched_t *s)
 {
     int bs = s->cfg.block_size, B = 1, t = 0, rows = 0;
